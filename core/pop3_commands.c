@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int popkit_placeholder_pop3_commands;

@@ -1,0 +1,1 @@
+typedef int popkit_placeholder;
