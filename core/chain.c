@@ -1,2 +1,316 @@
-/* placeholder: being written */
-typedef int popkit_placeholder_chain;
+#include "chain.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+void chain_module_completed(struct core_request *req);
+
+const char *result_name(enum popkit_result r) {
+  switch (r) {
+  case POPKIT_OK:
+    return "OK";
+  case POPKIT_FAIL:
+    return "FAIL";
+  case POPKIT_NOT_FOUND:
+    return "NOT_FOUND";
+  case POPKIT_TEMPFAIL:
+    return "TEMPFAIL";
+  case POPKIT_PERMFAIL:
+    return "PERMFAIL";
+  case POPKIT_IN_USE:
+    return "IN_USE";
+  }
+  return "?";
+}
+
+void listing_free(struct listing *l) {
+  free(l->entries);
+  free(l->uids);
+  memset(l, 0, sizeof *l);
+}
+
+/* ---- Deferred completions ----------------------------------------------- */
+
+static void run_deferred(uv_idle_t *idle) {
+  struct chain *c = idle->data;
+  /* Take the whole list: callbacks may defer new completions, which then
+   * wait for the next loop turn instead of starving I/O. */
+  struct core_request *req = c->deferred_head;
+  c->deferred_head = c->deferred_tail = NULL;
+  uv_idle_stop(idle);
+  while (req != NULL) {
+    struct core_request *next = req->deferred_next;
+    req->deferred_next = NULL;
+    chain_module_completed(req);
+    req = next;
+  }
+}
+
+static void defer(struct core_request *req) {
+  struct chain *c = req->chain;
+  if (c->deferred_tail != NULL)
+    c->deferred_tail->deferred_next = req;
+  else
+    c->deferred_head = req;
+  c->deferred_tail = req;
+  uv_idle_start(&c->deferred_idle, run_deferred);
+}
+
+/* ---- Calling a module --------------------------------------------------- */
+
+static void call_module(struct core_request *req) {
+  module_instance *mi = req->mi;
+  void *inst = mi->instance;
+  const struct popkit_auth_ops *a = mi->descriptor->auth;
+  const struct popkit_store_ops *s = mi->descriptor->store;
+  switch ((enum popkit_request_kind)req->pub.base.kind) {
+  case POPKIT_REQ_AUTH_LOOKUP:
+    a->lookup(inst, &req->pub.auth);
+    break;
+  case POPKIT_REQ_AUTH_VERIFY_PLAIN:
+    a->verify_plain(inst, &req->pub.auth);
+    break;
+  case POPKIT_REQ_AUTH_GET_CREDENTIAL:
+    if (a->get_credential != NULL)
+      a->get_credential(inst, &req->pub.auth);
+    else
+      host_table.complete(&req->pub.base, POPKIT_NOT_FOUND,
+                          "module cannot hand back credentials");
+    break;
+  case POPKIT_REQ_STORE_OPEN:
+    s->open(inst, &req->pub.store);
+    break;
+  case POPKIT_REQ_STORE_READ:
+    s->read(inst, &req->pub.store);
+    break;
+  case POPKIT_REQ_STORE_EXPUNGE:
+    s->expunge(inst, &req->pub.store);
+    break;
+  case POPKIT_REQ_STORE_CLOSE:
+    s->close(inst, &req->pub.store);
+    break;
+  case POPKIT_REQ_STORE_APPEND_BEGIN:
+    s->append_begin(inst, &req->pub.store);
+    break;
+  case POPKIT_REQ_STORE_APPEND_WRITE:
+    s->append_write(inst, &req->pub.store);
+    break;
+  case POPKIT_REQ_STORE_APPEND_FINISH:
+    s->append_finish(inst, &req->pub.store);
+    break;
+  }
+}
+
+static void blocking_work(uv_work_t *work) {
+  struct core_request *req = work->data;
+  call_module(req);
+}
+
+static void blocking_done(uv_work_t *work, int status) {
+  struct core_request *req = work->data;
+  req->in_call = false;
+  if (status == UV_ECANCELED) {
+    req->result = POPKIT_TEMPFAIL;
+    free(req->log_text);
+    req->log_text = strdup("canceled before it ran");
+  } else if (!req->completed) {
+    req->result = POPKIT_TEMPFAIL;
+    free(req->log_text);
+    req->log_text = strdup("blocking module returned without completing the request");
+    log_error("%s: a blocking module must complete before returning", req->mi->label);
+  }
+  req->completed = true;
+  chain_module_completed(req);
+}
+
+static void start_call(struct core_request *req) {
+  req->completed = false;
+  req->result = POPKIT_TEMPFAIL;
+  if (req->mi->blocking) {
+    req->in_call = true;
+    req->work.data = req;
+    int rc = uv_queue_work(req->chain->loop, &req->work, blocking_work, blocking_done);
+    if (rc < 0) {
+      req->in_call = false;
+      req->completed = true;
+      req->log_text = strdup(uv_strerror(rc));
+      defer(req);
+    }
+    return;
+  }
+  req->in_call = true;
+  call_module(req);
+  req->in_call = false;
+  if (req->completed)
+    defer(req);
+}
+
+static void finish(struct core_request *req) {
+  req->chain->in_flight--;
+  req->cb(req);
+}
+
+/* Called by the host's complete() and by the deferral machinery. */
+void chain_module_completed(struct core_request *req) {
+  if (req->mi->blocking && req->in_call)
+    return; /* on a pool thread: blocking_done() carries on, on the loop */
+  if (req->in_call)
+    return; /* inside the module's call: start_call() defers it */
+  const uint32_t kind = req->pub.base.kind;
+  bool is_auth = kind >= POPKIT_REQ_AUTH_LOOKUP && kind <= POPKIT_REQ_AUTH_GET_CREDENTIAL;
+  if (is_auth && req->result == POPKIT_NOT_FOUND && !req->canceled &&
+      req->auth_link + 1 < req->chain->auth_count) {
+    /* An auth list is tried in order: NOT_FOUND moves on. */
+    req->auth_link++;
+    req->mi = req->chain->auth[req->auth_link];
+    free(req->identity);
+    free(req->credential);
+    req->identity = req->credential = NULL;
+    req->pub.base.module_data = NULL;
+    start_call(req);
+    return;
+  }
+  finish(req);
+}
+
+static struct core_request *request_new(struct chain *c, enum popkit_request_kind kind,
+                                        uint64_t session_id, core_request_cb cb,
+                                        void *data) {
+  struct core_request *req = calloc(1, sizeof *req);
+  if (req == NULL)
+    return NULL;
+  req->magic = CORE_REQUEST_MAGIC;
+  req->pub.base.magic = POPKIT_REQUEST_MAGIC;
+  req->pub.base.kind = kind;
+  req->pub.base.session_id = session_id;
+  req->chain = c;
+  req->cb = cb;
+  req->data = data;
+  return req;
+}
+
+struct core_request *chain_auth(struct chain *c, enum popkit_request_kind kind,
+                                const char *user, const char *password,
+                                const char *client_address, uint64_t session_id,
+                                core_request_cb cb, void *data) {
+  struct core_request *req = request_new(c, kind, session_id, cb, data);
+  if (req == NULL)
+    return NULL;
+  /* Copies: the command line they came from is reused for the next
+   * command while the backend works. */
+  char *u = strdup(user);
+  char *p = password != NULL ? strdup(password) : NULL;
+  char *a = strdup(client_address != NULL ? client_address : "");
+  if (u == NULL || a == NULL || (password != NULL && p == NULL)) {
+    free(u);
+    free(p);
+    free(a);
+    free(req);
+    return NULL;
+  }
+  req->pub.auth.user = u;
+  req->pub.auth.password = p;
+  req->pub.auth.client_address = a;
+  req->auth_link = 0;
+  req->mi = c->auth[0];
+  c->in_flight++;
+  start_call(req);
+  return req;
+}
+
+struct core_request *chain_store_request(struct chain *c, enum popkit_request_kind kind,
+                                         uint64_t session_id, core_request_cb cb,
+                                         void *data) {
+  struct core_request *req = request_new(c, kind, session_id, cb, data);
+  if (req != NULL)
+    req->mi = c->store;
+  return req;
+}
+
+void chain_submit(struct core_request *req) {
+  req->chain->in_flight++;
+  start_call(req);
+}
+
+void chain_cancel(struct core_request *req) {
+  if (req->canceled || req->completed)
+    return;
+  req->canceled = true;
+  if (req->mi->blocking) {
+    /* Succeeds only if the work has not started; a running call finishes
+     * normally and its result is thrown away by the caller. */
+    uv_cancel((uv_req_t *)&req->work);
+    return;
+  }
+  if (req->mi->descriptor->cancel != NULL)
+    req->mi->descriptor->cancel(req->mi->instance, &req->pub.base);
+}
+
+void core_request_free(struct core_request *req) {
+  if (req == NULL)
+    return;
+  const uint32_t kind = req->pub.base.kind;
+  if (kind >= POPKIT_REQ_AUTH_LOOKUP && kind <= POPKIT_REQ_AUTH_GET_CREDENTIAL) {
+    free((char *)req->pub.auth.user);
+    if (req->pub.auth.password != NULL) {
+      /* Passwords do not linger in freed memory. */
+      explicit_bzero((char *)req->pub.auth.password, strlen(req->pub.auth.password));
+      free((char *)req->pub.auth.password);
+    }
+    free((char *)req->pub.auth.client_address);
+  }
+  if (req->credential != NULL)
+    explicit_bzero(req->credential, strlen(req->credential));
+  free(req->credential);
+  free(req->identity);
+  free(req->log_text);
+  free(req->owned_string);
+  listing_free(&req->listing);
+  req->magic = 0;
+  free(req);
+}
+
+/* ---- Setup -------------------------------------------------------------- */
+
+int chain_init(struct chain *c, uv_loop_t *loop, const struct config *config,
+               unsigned worker_id, char *error, size_t error_size) {
+  memset(c, 0, sizeof *c);
+  c->loop = loop;
+  c->auth = calloc(config->auth_count, sizeof *c->auth);
+  if (c->auth == NULL)
+    return -ENOMEM;
+  uv_idle_init(loop, &c->deferred_idle);
+  c->deferred_idle.data = c;
+  int rc = 0;
+  for (size_t i = 0; i < config->auth_count && rc == 0; i++) {
+    rc = module_instance_create(config, &config->auth[i], loop, worker_id,
+                                POPKIT_ROLE_AUTH, &c->auth[i], error, error_size);
+    if (rc == 0) {
+      c->auth_count++;
+      if (c->auth[i]->descriptor->auth->get_credential != NULL)
+        c->can_get_credential = true;
+    }
+  }
+  if (rc == 0)
+    rc = module_instance_create(config, &config->store, loop, worker_id,
+                                POPKIT_ROLE_STORE, &c->store, error, error_size);
+  if (rc < 0)
+    chain_close(c);
+  return rc;
+}
+
+void chain_close(struct chain *c) {
+  for (size_t i = 0; i < c->auth_count; i++)
+    module_instance_destroy(c->auth[i]);
+  free(c->auth);
+  c->auth = NULL;
+  c->auth_count = 0;
+  module_instance_destroy(c->store);
+  c->store = NULL;
+  if (!uv_is_closing((uv_handle_t *)&c->deferred_idle))
+    uv_close((uv_handle_t *)&c->deferred_idle, NULL);
+}

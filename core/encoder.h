@@ -1,0 +1,44 @@
+/*
+ * The RETR/TOP encoder: turns the raw bytes a store hands over into what
+ * goes on the wire. LF becomes CRLF (CRLF stays), a line starting with '.'
+ * gets a second '.', TOP stops after the header, its blank line and n body
+ * lines, and the end adds a final CRLF when the message lacks one, then the
+ * ".\r\n" terminator. The octets before the terminator, unstuffed, are
+ * exactly what popkit/crlf.h counts for LIST and STAT.
+ *
+ * The encoder keeps a few flags between chunks and never buffers: output
+ * for n input bytes fits in ENCODER_BOUND(n) bytes.
+ */
+#ifndef POPKIT_CORE_ENCODER_H
+#define POPKIT_CORE_ENCODER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Every input byte yields at most two output bytes (LF -> CRLF, or a '.'
+ * that starts a line -> ".."). */
+#define ENCODER_BOUND(n) (2 * (n))
+/* What encoder_finish() may add: CRLF and ".\r\n". */
+#define ENCODER_FINISH_BOUND 5
+
+struct encoder {
+  bool top;            /* TOP: cut after the header and top_lines lines */
+  bool in_body;        /* the blank line that ends the header was seen */
+  bool done;           /* TOP has everything it needs; ignore the rest */
+  bool at_line_start;  /* the next byte starts a line */
+  bool prev_cr;        /* the last byte of the current line was CR */
+  uint64_t line_bytes; /* bytes of the current line so far */
+  uint64_t top_lines;  /* body lines TOP still wants */
+};
+
+void encoder_init(struct encoder *e, bool top, uint64_t top_lines);
+
+/* Encodes len bytes of in into out, which has room for ENCODER_BOUND(len).
+ * Returns the bytes written. Once e->done is set, input is ignored. */
+size_t encoder_feed(struct encoder *e, const char *in, size_t len, char *out);
+
+/* Ends the reply into out (room for ENCODER_FINISH_BOUND). */
+size_t encoder_finish(struct encoder *e, char *out);
+
+#endif
