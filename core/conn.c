@@ -244,8 +244,7 @@ int conn_accept(struct worker *w, uv_stream_t *server) {
   uv_tcp_nodelay(&c->tcp, 1);
   c->last_activity = uv_now(&w->loop);
   if (w->conn_count > w->config->limits.max_connections) {
-    outbuf_append(&c->session.out, "-ERR [SYS/TEMP] Too many connections, try later.\r\n",
-                  50);
+    outbuf_append_literal(&c->session.out, "-ERR [SYS/TEMP] Too many connections, try later.\r\n");
     session_log(&c->session, POPKIT_LOG_WARNING, "refused: max_connections reached");
     c->session.end_reason = "refused: too many connections";
     c->session.closing = true;

@@ -109,11 +109,11 @@ static bool want_args(struct session *s, const struct pop3_args *a, size_t min,
 void pop3_write_capa(struct session *s) {
   static const char head[] = "+OK Capability list follows.\r\n";
   outbuf_append(&s->out, head, sizeof head - 1);
-  outbuf_append(&s->out, "TOP\r\n", 5);
+  outbuf_append_literal(&s->out, "TOP\r\n");
   if (session_plaintext_allowed(s))
-    outbuf_append(&s->out, "USER\r\n", 6);
-  outbuf_append(&s->out, "UIDL\r\nPIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n", 45);
-  outbuf_append(&s->out, "EXPIRE NEVER\r\n", 14);
+    outbuf_append_literal(&s->out, "USER\r\n");
+  outbuf_append_literal(&s->out, "UIDL\r\nPIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n");
+  outbuf_append_literal(&s->out, "EXPIRE NEVER\r\n");
   outbuf_printf(&s->out, "IMPLEMENTATION popkit %s\r\n.\r\n", POPKIT_VERSION);
   s->bad_commands = 0;
 }

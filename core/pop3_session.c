@@ -44,10 +44,10 @@ static void vreply(struct session *s, const char *status, const char *fmt, va_li
     n = sizeof line - 1;
   outbuf_append(&s->out, status, strlen(status));
   if (n > 0) {
-    outbuf_append(&s->out, " ", 1);
+    outbuf_append_literal(&s->out, " ");
     outbuf_append(&s->out, line, (size_t)n);
   }
-  outbuf_append(&s->out, "\r\n", 2);
+  outbuf_append_literal(&s->out, "\r\n");
 }
 
 void session_reply(struct session *s, const char *fmt, ...) {
@@ -62,7 +62,7 @@ void session_error(struct session *s, const char *fmt, ...) {
   if (++s->bad_commands >= s->env->config->limits.max_bad_commands) {
     /* This answer replaces the one the command would have had: the client
      * is either broken or probing, and either way the session ends. */
-    outbuf_append(&s->out, "-ERR Too many bad commands, closing connection.\r\n", 48);
+    outbuf_append_literal(&s->out, "-ERR Too many bad commands, closing connection.\r\n");
     session_logout(s, "too many bad commands");
     return;
   }
@@ -173,14 +173,14 @@ void session_logout(struct session *s, const char *reason) {
 void session_timed_out(struct session *s) {
   if (s->closing)
     return;
-  outbuf_append(&s->out, "-ERR Disconnected for inactivity.\r\n", 35);
+  outbuf_append_literal(&s->out, "-ERR Disconnected for inactivity.\r\n");
   session_logout(s, "inactivity timeout");
 }
 
 void session_shutdown(struct session *s) {
   if (s->closing)
     return;
-  outbuf_append(&s->out, "-ERR [SYS/TEMP] Server shutting down.\r\n", 39);
+  outbuf_append_literal(&s->out, "-ERR [SYS/TEMP] Server shutting down.\r\n");
   session_logout(s, "server shutting down");
 }
 
@@ -504,7 +504,7 @@ static bool write_listing_lines(struct session *s) {
       outbuf_printf(&s->out, "%llu %s\r\n", (unsigned long long)s->send_index,
                     s->listing.uids + e->uid_off);
   }
-  outbuf_append(&s->out, ".\r\n", 3);
+  outbuf_append_literal(&s->out, ".\r\n");
   return true;
 }
 

@@ -1,1 +1,180 @@
-typedef int popkit_placeholder;
+/*
+ * passwd-file: an auth module that reads users and password hashes from a
+ * text file (format in passwd_table.h, schemes in password_verify.h).
+ *
+ * crypt() of a yescrypt or bcrypt hash takes tens of milliseconds, so the
+ * module is POPKIT_MODULE_BLOCKING: popkitd runs every operation on libuv's
+ * thread pool, and each one completes its request before it returns.
+ *
+ * Config: {"module": "passwd-file", "path": "/etc/popkit/users"}.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "passwd_source.h"
+#include "password_verify.h"
+#include "popkit/module.h"
+
+struct passwd_file {
+  const struct popkit_host *host;
+  struct passwd_source *source;
+};
+
+static const struct popkit_config_key config_keys[] = {
+    {"path", POPKIT_CONFIG_PATH, 1},
+    {NULL, 0, 0},
+};
+
+/* The host table must reach at least up to the last function this module
+ * calls. */
+#define HOST_V1_SIZE                                                                     \
+  (offsetof(struct popkit_host, config_boolean) + sizeof(void (*)(void)))
+
+static int passwd_file_create(const struct popkit_module_args *args, void **instance_r,
+                              char *error, size_t error_size) {
+  const struct popkit_host *host = args->host;
+  if (args->struct_size < sizeof *args || host->struct_size < HOST_V1_SIZE) {
+    snprintf(error, error_size, "host tables older than ABI 1.0");
+    return -EINVAL;
+  }
+  const char *path = host->config_path(args->config, "path");
+  if (path == NULL) {
+    snprintf(error, error_size, "path: missing (the passwd-file to read)");
+    return -EINVAL;
+  }
+  struct passwd_file *instance = calloc(1, sizeof *instance);
+  if (instance == NULL) {
+    snprintf(error, error_size, "out of memory");
+    return -ENOMEM;
+  }
+  instance->host = host;
+  int rc =
+      passwd_source_open(path, host, args->self, &instance->source, error, error_size);
+  if (rc < 0) {
+    free(instance);
+    return rc;
+  }
+  *instance_r = instance;
+  return 0;
+}
+
+static void passwd_file_destroy(void *instance) {
+  struct passwd_file *pf = instance;
+  passwd_source_close(pf->source);
+  free(pf);
+}
+
+static void passwd_file_lookup(void *instance, struct popkit_auth_request *req) {
+  struct passwd_file *pf = instance;
+  struct passwd_snapshot *snapshot = passwd_source_acquire(pf->source, &req->base);
+  const struct passwd_entry *entry = passwd_table_find(snapshot->table, req->user);
+  enum popkit_result result = POPKIT_NOT_FOUND;
+  const char *text = "no such user in the passwd-file";
+  if (entry != NULL) {
+    result = POPKIT_OK;
+    text = NULL;
+    if (pf->host->auth_set_identity(req, entry->user) < 0) {
+      result = POPKIT_TEMPFAIL;
+      text = "out of memory";
+    }
+  }
+  passwd_source_release(pf->source, snapshot);
+  pf->host->complete(&req->base, result, text);
+}
+
+/* Checks the password against the dummy hash and forgets the outcome. This
+ * is the whole point of the dummy: an unknown user (or one whose hash no
+ * password can match) then costs one crypt, as a known user does, so the
+ * time of an answer does not tell a client which user names exist.
+ * Returns 0 or -ENOMEM. */
+static int spend_dummy_check(const struct passwd_table *table, const char *password) {
+  enum password_check ignored;
+  return password_verify(passwd_table_dummy(table), password, &ignored);
+}
+
+static void passwd_file_verify_plain(void *instance, struct popkit_auth_request *req) {
+  struct passwd_file *pf = instance;
+  if (req->password == NULL) {
+    pf->host->complete(&req->base, POPKIT_FAIL, "no password in the request");
+    return;
+  }
+  struct passwd_snapshot *snapshot = passwd_source_acquire(pf->source, &req->base);
+  const struct passwd_entry *entry = passwd_table_find(snapshot->table, req->user);
+  const char *path = passwd_source_path(pf->source);
+  enum popkit_result result;
+  char text[512];
+  text[0] = '\0';
+  int rc;
+  if (entry == NULL) {
+    rc = spend_dummy_check(snapshot->table, req->password);
+    result = POPKIT_NOT_FOUND;
+    snprintf(text, sizeof text, "no such user in %s", path);
+  } else {
+    enum password_check check;
+    rc = password_verify(entry->hash, req->password, &check);
+    if (rc == 0 && check == PASSWORD_MATCH) {
+      result = POPKIT_OK;
+      rc = pf->host->auth_set_identity(req, entry->user);
+    } else if (rc == 0 && check == PASSWORD_MISMATCH) {
+      result = POPKIT_FAIL;
+      snprintf(text, sizeof text, "wrong password for the user of %s:%zu", path,
+               entry->line);
+    } else {
+      if (rc == 0)
+        rc = spend_dummy_check(snapshot->table, req->password);
+      result = POPKIT_FAIL;
+      snprintf(text, sizeof text,
+               "%s:%zu: the hash is locked or of an unknown scheme, no password "
+               "matches it",
+               path, entry->line);
+    }
+  }
+  passwd_source_release(pf->source, snapshot);
+  if (rc < 0) {
+    result = POPKIT_TEMPFAIL;
+    snprintf(text, sizeof text, "out of memory");
+  }
+  pf->host->complete(&req->base, result, text[0] != '\0' ? text : NULL);
+}
+
+static void passwd_file_get_credential(void *instance, struct popkit_auth_request *req) {
+  struct passwd_file *pf = instance;
+  struct passwd_snapshot *snapshot = passwd_source_acquire(pf->source, &req->base);
+  const struct passwd_entry *entry = passwd_table_find(snapshot->table, req->user);
+  enum popkit_result result = POPKIT_NOT_FOUND;
+  const char *text = "no such user in the passwd-file";
+  if (entry != NULL) {
+    result = POPKIT_OK;
+    text = NULL;
+    /* The hash goes out exactly as the file has it; popkitd decides which
+     * mechanisms it can serve from it. */
+    if (pf->host->auth_set_identity(req, entry->user) < 0 ||
+        pf->host->auth_set_credential(req, entry->hash) < 0) {
+      result = POPKIT_TEMPFAIL;
+      text = "out of memory";
+    }
+  }
+  passwd_source_release(pf->source, snapshot);
+  pf->host->complete(&req->base, result, text);
+}
+
+static const struct popkit_auth_ops passwd_file_auth_ops = {
+    .struct_size = sizeof(struct popkit_auth_ops),
+    .lookup = passwd_file_lookup,
+    .verify_plain = passwd_file_verify_plain,
+    .get_credential = passwd_file_get_credential,
+};
+
+POPKIT_MODULE_EXPORT const struct popkit_module_descriptor popkit_module = {
+    POPKIT_MODULE_HEADER("passwd-file"),
+    .roles = POPKIT_ROLE_AUTH,
+    .flags = POPKIT_MODULE_BLOCKING,
+    .config_keys = config_keys,
+    .create = passwd_file_create,
+    .destroy = passwd_file_destroy,
+    .auth = &passwd_file_auth_ops,
+    .store = NULL,
+    .cancel = NULL,
+};

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,16 @@ struct harness_call {
 };
 
 static struct harness *current; /* one operation at a time */
+/* The host contract lets a module log from any thread (a blocking module's
+ * operations run on several pool threads), so appending to h->logs and
+ * switching `current` are serialized. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void set_current(struct harness *h) {
+  pthread_mutex_lock(&log_lock);
+  current = h;
+  pthread_mutex_unlock(&log_lock);
+}
 
 static void host_log(struct popkit_module_handle *self, const struct popkit_request *req,
                      enum popkit_log_level level, const char *fmt, ...) {
@@ -35,10 +46,12 @@ static void host_log(struct popkit_module_handle *self, const struct popkit_requ
   va_start(ap, fmt);
   vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
+  pthread_mutex_lock(&log_lock);
   if (current != NULL) {
     size_t used = strlen(current->logs);
     snprintf(current->logs + used, sizeof current->logs - used, "%s\n", line);
   }
+  pthread_mutex_unlock(&log_lock);
   if (getenv("HARNESS_VERBOSE"))
     fprintf(stderr, "module log [%d]: %s\n", (int)level, line);
 }
@@ -149,7 +162,7 @@ static const struct popkit_host harness_host = {
 int harness_open(struct harness *h, const char *so_path, const char *config_json,
                  const char *base_dir, char *error, size_t error_size) {
   memset(h, 0, sizeof *h);
-  current = h;
+  set_current(h);
   h->dl = dlopen(so_path, RTLD_NOW | RTLD_LOCAL);
   if (h->dl == NULL) {
     snprintf(error, error_size, "dlopen: %s", dlerror());
@@ -200,7 +213,7 @@ void harness_close(struct harness *h) {
   if (h->dl != NULL)
     dlclose(h->dl);
   h->dl = NULL;
-  current = NULL;
+  set_current(NULL);
 }
 
 static void wait_done(struct harness *h, struct harness_call *call) {
@@ -214,7 +227,7 @@ enum popkit_result harness_auth(struct harness *h, enum popkit_request_kind kind
   struct harness_call call;
   memset(&call, 0, sizeof call);
   memset(out, 0, sizeof *out);
-  current = h;
+  set_current(h);
   call.out = out;
   call.req.auth.base.magic = POPKIT_REQUEST_MAGIC;
   call.req.auth.base.kind = kind;
@@ -245,7 +258,7 @@ enum popkit_result harness_store(struct harness *h, enum popkit_request_kind kin
   struct harness_call call;
   memset(&call, 0, sizeof call);
   memset(out, 0, sizeof *out);
-  current = h;
+  set_current(h);
   call.out = out;
   call.req.store = *req;
   call.req.store.base.magic = POPKIT_REQUEST_MAGIC;
