@@ -37,16 +37,18 @@ struct config_listen {
 
 /* One module object of the auth list or the store (and its `next`). */
 struct config_module {
-  char *name;       /* the "module" key */
-  char *json_path;  /* where it sits, e.g. "$.auth[1]" or "$.store.next" */
-  json_t *json;     /* the whole object, borrowed from the config's root */
+  char *name;                 /* the "module" key */
+  char *json_path;            /* where it sits, e.g. "$.auth[1]" or "$.store.next" */
+  json_t *json;               /* the whole object, borrowed from the config's root */
   struct config_module *next; /* the "next" object of a decorator, or NULL */
 };
 
 struct config_limits {
   size_t max_line_bytes;       /* default 8192, at least 512 */
   unsigned login_timeout_s;    /* before login; default 60 */
-  unsigned idle_timeout_s;     /* after login; default 600 (RFC 1939 min) */
+  unsigned idle_timeout_s;     /* after login; default 600 (RFC 1939 min); values
+                                  down to 1 are accepted when set explicitly (for
+                                  tests) but break RFC 1939's 10-minute minimum */
   unsigned max_bad_commands;   /* consecutive -ERR before close; default 10 */
   unsigned shutdown_timeout_s; /* SIGTERM grace; default 30 */
   size_t output_buffer_bytes;  /* write high-water mark; default 65536 */
@@ -67,24 +69,31 @@ struct config {
   struct {
     char *certificate; /* absolute path or NULL */
     char *key;
-    char *priorities;  /* NULL: GnuTLS defaults */
+    char *priorities; /* NULL: GnuTLS defaults */
   } tls;
   enum config_plaintext_auth plaintext_auth;
-  bool apop; /* offer APOP (default false) */
+  bool apop;                  /* offer APOP (default false) */
   struct config_module *auth; /* array */
   size_t auth_count;
   struct config_module store;
   struct config_limits limits;
   enum popkit_log_level log_level; /* "log": {"level": "info"} */
+  struct {
+    char *address; /* numeric IP, default "127.0.0.1"; NULL when "metrics" is
+                      absent, which means no metrics endpoint */
+    int port;      /* 1..65535, required in "metrics"; 0 when it is absent */
+  } metrics;
 };
 
-/* Loads and checks FILE. Returns 0, or -EINVAL/-ENOENT/-ENOMEM with the
- * message in error. */
+/* Loads and checks FILE. Returns 0, or a negative errno code with a one-line
+ * message in error: -EINVAL for a syntax or schema error, -ENOMEM, or the
+ * code of opening or reading the file (-ENOENT, -EACCES, -EISDIR...). */
 int config_load(const char *file, struct config **config_r, char *error,
                 size_t error_size);
 
 /* The same from a string; `name` stands for the file name in messages and
- * base_dir resolves relative paths. For tests and --check-config. */
+ * base_dir (NULL: the current directory) resolves relative paths. For tests
+ * and --check-config. */
 int config_load_string(const char *text, const char *name, const char *base_dir,
                        struct config **config_r, char *error, size_t error_size);
 

@@ -137,8 +137,8 @@ static void log_warning(void *context, const char *text) {
 static int load_version(struct passwd_source *source, const struct popkit_request *req,
                         struct passwd_snapshot **snapshot_r, struct file_signature *sig_r,
                         const char **stage_r) {
-  char *buffer;
-  size_t size;
+  char *buffer = NULL; /* set by read_file; the compiler cannot see it */
+  size_t size = 0;
   *stage_r = "read";
   int rc = read_file(source->path, &buffer, &size, sig_r);
   if (rc < 0)
