@@ -254,6 +254,13 @@ void session_input_received(struct session *s, size_t n) {
 
 void session_input_eof(struct session *s) {
   s->input_closed = true;
+  /* A login in flight with nothing queued behind it can only be followed
+   * by the end of the session, so the backend may stop working on it. A
+   * QUIT in progress, a RETR being read, or commands still queued (a script
+   * that wrote "...DELE 1\r\nQUIT\r\n" and closed) run to the end. */
+  if (s->pending != NULL && !line_parser_has_input(&s->parser) &&
+      (s->state == SESSION_AUTH_WAIT || s->state == SESSION_OPEN_WAIT))
+    chain_cancel(s->pending);
   pump(s);
 }
 
@@ -370,6 +377,14 @@ static void on_auth_done(struct core_request *req) {
     maybe_release(s);
     return;
   }
+  if (req->canceled) {
+    session_log(s, POPKIT_LOG_INFO, "login abandoned: the client left");
+    core_request_free(req);
+    set_user(s, NULL);
+    s->state = SESSION_AUTHORIZATION;
+    pump(s);
+    return;
+  }
   enum popkit_result result = req->result;
   if (result == POPKIT_OK && req->pub.base.kind == POPKIT_REQ_AUTH_GET_CREDENTIAL) {
     /* APOP: the chain handed back the credential; the check is ours. */
@@ -415,12 +430,18 @@ static void on_open_done(struct core_request *req) {
   s->pending = NULL;
   if (req->result == POPKIT_OK)
     s->mailbox = req->pub.store.mailbox;
-  if (s->finishing) {
+  if (s->finishing || (req->canceled && req->result != POPKIT_OK)) {
+    bool finishing = s->finishing;
     core_request_free(req);
-    if (s->mailbox != NULL)
+    if (!finishing) {
+      set_user(s, NULL);
+      s->state = SESSION_AUTHORIZATION;
+      pump(s);
+    } else if (s->mailbox != NULL) {
       close_mailbox(s);
-    else
+    } else {
       maybe_release(s);
+    }
     return;
   }
   switch (req->result) {

@@ -197,7 +197,8 @@ struct popkit_host {
       __attribute__((format(printf, 4, 5)));
 
   /* Finishes a request. log_text (may be NULL) explains a result other
-   * than POPKIT_OK in the log. */
+   * than POPKIT_OK in the log; it is copied before complete returns, so a
+   * stack buffer will do. */
   void (*complete)(struct popkit_request *req, enum popkit_result result,
                    const char *log_text);
 
