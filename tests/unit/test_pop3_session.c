@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <arpa/inet.h>
 #include <unistd.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
 #include <uv.h>
 
 #include "chain.h"
@@ -76,6 +78,8 @@ static int count_messages(const char *user) {
   return n;
 }
 
+static bool apop_enabled;
+
 static void setup(void) {
   strcpy(fx.dir, "/tmp/popkit-session-XXXXXX");
   ck_assert_ptr_nonnull(mkdtemp(fx.dir));
@@ -96,8 +100,9 @@ static void setup(void) {
            " \"listen\": [{\"address\": \"127.0.0.1\", \"port\": 1100}],"
            " \"auth\": [{\"module\": \"passwd-file\", \"path\": \"users\"}],"
            " \"store\": {\"module\": \"maildir\", \"path\": \"mail/%%u\"},"
-           " \"limits\": {\"max_line_bytes\": 512, \"max_bad_commands\": 5}}",
-           modules);
+           " \"limits\": {\"max_line_bytes\": 512, \"max_bad_commands\": 5},"
+           " \"apop\": %s}",
+           modules, apop_enabled ? "true" : "false");
   char error[1024];
   int rc = config_load_string(text, "test.json", fx.dir, &fx.config, error, sizeof error);
   ck_assert_msg(rc == 0, "config: %s", error);
@@ -106,6 +111,11 @@ static void setup(void) {
   ck_assert_msg(rc == 0, "chain: %s", error);
   fx.env.config = fx.config;
   fx.env.chain = &fx.chain;
+}
+
+static void setup_apop(void) {
+  apop_enabled = true;
+  setup();
 }
 
 static void teardown(void) {
@@ -473,6 +483,46 @@ START_TEST(retr_pauses_at_the_high_water_mark) {
 }
 END_TEST
 
+/* The APOP digest: MD5 of the greeting's timestamp and the secret. */
+static void apop_digest(const char *greeting, const char *secret, char hex[33]) {
+  const char *lt = strchr(greeting, '<');
+  const char *gt = strchr(greeting, '>');
+  ck_assert(lt != NULL && gt != NULL && lt < gt);
+  char text[256];
+  int n = snprintf(text, sizeof text, "%.*s%s", (int)(gt - lt + 1), lt, secret);
+  unsigned char md5[16];
+  ck_assert_int_eq(gnutls_hash_fast(GNUTLS_DIG_MD5, text, (size_t)n, md5), 0);
+  for (int i = 0; i < 16; i++)
+    sprintf(hex + 2 * i, "%02x", md5[i]);
+}
+
+START_TEST(apop_logs_in_with_the_digest) {
+  struct test_conn c;
+  conn_open(&c, "127.0.0.1");
+  ck_assert_msg(strncmp(c.out, "+OK popkit ready. <", 19) == 0, "%s", c.out);
+  char digest[33];
+  apop_digest(c.out, "wrong", digest);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "APOP ana %s\r\n", digest);
+  ck_assert_str_eq(say(&c, cmd), "-ERR [AUTH] Authentication failed.\r\n");
+  apop_digest(c.out, "secret", digest);
+  snprintf(cmd, sizeof cmd, "APOP ana %s\r\n", digest);
+  const char *r = say(&c, cmd);
+  ck_assert_msg(strncmp(r, "+OK", 3) == 0, "%s", r);
+  ck_assert_int_eq(c.s.state, SESSION_TRANSACTION);
+  conn_free(&c);
+}
+END_TEST
+
+START_TEST(apop_is_refused_when_not_enabled) {
+  struct test_conn c;
+  conn_open(&c, "127.0.0.1");
+  ck_assert_str_eq(c.out, "+OK popkit ready.\r\n");
+  ck_assert(strncmp(say(&c, "APOP ana 0123456789abcdef0123456789abcdef\r\n"), "-ERR", 4) == 0);
+  conn_free(&c);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pop3_session");
   TCase *tc = tcase_create("session");
@@ -492,7 +542,12 @@ int main(void) {
   tcase_add_test(tc, second_session_gets_in_use);
   tcase_add_test(tc, eof_after_quit_still_commits);
   tcase_add_test(tc, retr_pauses_at_the_high_water_mark);
+  tcase_add_test(tc, apop_is_refused_when_not_enabled);
   suite_add_tcase(s, tc);
+  TCase *apop = tcase_create("apop");
+  tcase_add_checked_fixture(apop, setup_apop, teardown);
+  tcase_add_test(apop, apop_logs_in_with_the_digest);
+  suite_add_tcase(s, apop);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);
   int failed = srunner_ntests_failed(r);
