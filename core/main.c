@@ -235,6 +235,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "popkitd: %s\n", error);
     return 1;
   }
+  if (geteuid() == 0)
+    log_warning("popkitd runs as root: set \"user\" in the config so sessions do not");
   for (unsigned i = 0; i < worker_count; i++) {
     if (worker_init(&workers[i], i, config, fds + (size_t)i * config->listen_count,
                     error, sizeof error) < 0) {
