@@ -122,8 +122,7 @@ int maildir_ensure(const struct maildir_template *template, const char *path,
   return 0;
 }
 
-static int find_in(int dir_fd, enum maildir_subdir subdir, const char *base,
-                   size_t base_len, char **name_r) {
+int maildir_open_subdir(int dir_fd, enum maildir_subdir subdir, DIR **dir_r) {
   int fd =
       openat(dir_fd, maildir_subdir_name(subdir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
@@ -134,7 +133,17 @@ static int find_in(int dir_fd, enum maildir_subdir subdir, const char *base,
     close(fd);
     return rc;
   }
-  int rc = -ENOENT;
+  *dir_r = dir;
+  return 0;
+}
+
+static int find_in(int dir_fd, enum maildir_subdir subdir, const char *base,
+                   size_t base_len, char **name_r) {
+  DIR *dir;
+  int rc = maildir_open_subdir(dir_fd, subdir, &dir);
+  if (rc < 0)
+    return rc;
+  rc = -ENOENT;
   for (;;) {
     errno = 0;
     struct dirent *entry = readdir(dir);

@@ -6,6 +6,7 @@
 #ifndef POPKIT_MAILDIR_FS_H
 #define POPKIT_MAILDIR_FS_H
 
+#include <dirent.h>
 #include <stddef.h>
 
 #include "maildir.h"
@@ -36,6 +37,10 @@ int maildir_ensure(const struct maildir_template *template, const char *path,
  * and cur/ of the maildir, as a message another agent renamed (new->cur,
  * flag change) is found again. Returns 0 with its subdir and a malloc'ed
  * name, -ENOENT when there is none, or another error. */
+/* Opens new/ or cur/ of the maildir at dir_fd for readdir. Returns 0 or a
+ * negative errno. */
+int maildir_open_subdir(int dir_fd, enum maildir_subdir subdir, DIR **dir_r);
+
 int maildir_find_base(int dir_fd, const char *base, size_t base_len,
                       enum maildir_subdir *subdir_r, char **name_r);
 

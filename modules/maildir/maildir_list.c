@@ -84,16 +84,10 @@ static int add_message(struct listing *listing, const char *name,
 static int scan_subdir(struct maildir_mailbox *mailbox, const struct popkit_request *req,
                        enum maildir_subdir subdir, struct listing *listing) {
   const char *subdir_name = maildir_subdir_name(subdir);
-  int fd = openat(mailbox->dir_fd, subdir_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return -errno;
-  DIR *dir = fdopendir(fd);
-  if (dir == NULL) {
-    int rc = -errno;
-    close(fd);
+  DIR *dir;
+  int rc = maildir_open_subdir(mailbox->dir_fd, subdir, &dir);
+  if (rc < 0)
     return rc;
-  }
-  int rc = 0;
   while (rc == 0) {
     errno = 0;
     struct dirent *entry = readdir(dir);

@@ -10,7 +10,7 @@ size_t maildir_base_len(const char *name) {
   return strcspn(name, ":");
 }
 
-static int parse_decimal(const char *p, const char *end, uint64_t *value_r) {
+int maildir_parse_decimal(const char *p, const char *end, uint64_t *value_r) {
   uint64_t value = 0;
   if (p == end)
     return -EINVAL;
@@ -34,7 +34,7 @@ int maildir_name_field(const char *base, size_t base_len, char key, uint64_t *va
     const char *value_end = memchr(p + 3, ',', (size_t)(end - (p + 3)));
     if (value_end == NULL)
       value_end = end;
-    if (parse_decimal(p + 3, value_end, value_r) == 0)
+    if (maildir_parse_decimal(p + 3, value_end, value_r) == 0)
       return 0;
   }
   return -ENOENT;

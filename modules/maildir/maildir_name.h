@@ -10,6 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Parses the decimal digits in [p, end): 0, -EINVAL for anything but
+ * digits (or nothing), -ERANGE past 64 bits. */
+int maildir_parse_decimal(const char *p, const char *end, uint64_t *value_r);
+
 /* Bytes of name before the first ':' (the maildir info separator). */
 size_t maildir_base_len(const char *name);
 

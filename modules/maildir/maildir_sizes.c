@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "maildir_fs.h"
+#include "maildir_name.h"
 #include "maildir_quote.h"
 #include "popkit/crlf.h"
 
@@ -20,22 +21,6 @@ static int compare_names(const char *a, size_t a_len, const char *b, size_t b_le
 static int compare_entries(const void *a, const void *b) {
   const struct maildir_size_entry *x = a, *y = b;
   return compare_names(x->name, x->name_len, y->name, y->name_len);
-}
-
-static int parse_u64(const char *p, const char *end, uint64_t *value_r) {
-  uint64_t value = 0;
-  if (p == end)
-    return -EINVAL;
-  for (; p < end; p++) {
-    if (*p < '0' || *p > '9')
-      return -EINVAL;
-    unsigned digit = (unsigned)(*p - '0');
-    if (value > (UINT64_MAX - digit) / 10)
-      return -ERANGE;
-    value = value * 10 + digit;
-  }
-  *value_r = value;
-  return 0;
 }
 
 /* Splits "<name> <raw> <crlf>" at its last two spaces, so that a name may
@@ -58,8 +43,8 @@ static int parse_line(const char *line, size_t len, struct maildir_size_entry *e
   entry->name = line;
   entry->name_len = (size_t)(first - line);
   entry->used = 0;
-  if (parse_u64(first + 1, second, &entry->raw) != 0 ||
-      parse_u64(second + 1, end, &entry->crlf) != 0)
+  if (maildir_parse_decimal(first + 1, second, &entry->raw) != 0 ||
+      maildir_parse_decimal(second + 1, end, &entry->crlf) != 0)
     return -EINVAL;
   return 0;
 }
