@@ -191,7 +191,20 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 /* ---- Inactivity --------------------------------------------------------- */
 
 /* One timer per connection, re-armed lazily: activity only stamps
- * last_activity, and the timer checks it when it fires. */
+ * last_activity, and the timer checks it when it fires. It fires at least
+ * every min(login, idle) timeout, so a session that changes state (login
+ * done) is held to its new, possibly shorter, limit. */
+static void on_timer(uv_timer_t *t);
+
+static void arm_timer(struct conn *c, uint64_t delay_ms) {
+  const struct config_limits *l = &c->worker->config->limits;
+  uint64_t shortest =
+      (uint64_t)(l->login_timeout_s < l->idle_timeout_s ? l->login_timeout_s
+                                                        : l->idle_timeout_s) *
+      1000;
+  uv_timer_start(&c->timer, on_timer, delay_ms < shortest ? delay_ms : shortest, 0);
+}
+
 static void on_timer(uv_timer_t *t) {
   struct conn *c = t->data;
   uint64_t now = uv_now(t->loop);
@@ -204,7 +217,7 @@ static void on_timer(uv_timer_t *t) {
   if (timeout == 0) {
     /* Waiting on a backend: the client is not idle. */
     c->last_activity = now;
-    uv_timer_start(t, on_timer, 1000, 0);
+    arm_timer(c, 1000);
     return;
   }
   uint64_t idle = now - c->last_activity;
@@ -214,7 +227,7 @@ static void on_timer(uv_timer_t *t) {
     uv_timer_start(t, on_timer, 5000, 0); /* closing grace */
     return;
   }
-  uv_timer_start(t, on_timer, timeout - idle, 0);
+  arm_timer(c, timeout - idle);
 }
 
 int conn_accept(struct worker *w, uv_stream_t *server) {
@@ -251,7 +264,7 @@ int conn_accept(struct worker *w, uv_stream_t *server) {
     io_close(c);
     return 0;
   }
-  uv_timer_start(&c->timer, on_timer, session_timeout_ms(&c->session), 0);
+  arm_timer(c, session_timeout_ms(&c->session));
   session_start(&c->session);
   io_resume_input(c);
   return 0;

@@ -10,6 +10,10 @@
  * front of a real auth module in a chain. Each answer about a slow user
  * comes after `delay_ms` milliseconds on a libuv timer (never by blocking);
  * a delay of 0 completes inside the call.
+ *
+ * Users whose name starts with "slowdown" stand for a backend that is
+ * unreachable: they get POPKIT_TEMPFAIL, which must reach the client as
+ * -ERR [SYS/TEMP] and stop the chain.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -47,6 +51,10 @@ static void slow_answer(struct slow_auth *module, struct popkit_auth_request *re
   const struct popkit_host *host = module->host;
   enum popkit_result result = POPKIT_OK;
   const char *log_text = NULL;
+  if (strncmp(req->user, "slowdown", 8) == 0) {
+    host->complete(&req->base, POPKIT_TEMPFAIL, "slow_auth: backend unreachable");
+    return;
+  }
   if (req->base.kind == POPKIT_REQ_AUTH_VERIFY_PLAIN &&
       (req->password == NULL || strcmp(req->password, module->password) != 0)) {
     result = POPKIT_FAIL;

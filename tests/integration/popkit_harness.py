@@ -1,0 +1,644 @@
+"""Shared helpers for popkit's integration tests.
+
+Every test here runs the real popkitd binary built by CMake against real
+files: a passwd-file with {PLAIN} and crypt(3) hashes, and maildirs written
+the way an MTA writes them (LF line ends, files in new/ and cur/). ctest
+hands us the paths of the binaries and module directories in the
+environment (see tests/integration/CMakeLists.txt).
+
+The harness checks on every shutdown what a user would check on a real
+server: SIGTERM makes popkitd exit 0, and nothing in its stderr comes from
+AddressSanitizer or UBSan (the suite also runs against sanitizer builds).
+When a test fails, popkitd's stderr is printed so the failure can be read
+without re-running anything.
+"""
+
+import copy
+import json
+import os
+import poplib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import warnings
+
+with warnings.catch_warnings():
+    # crypt is deprecated since 3.11 but still the stdlib's only door to
+    # libxcrypt, which is what passwd-file verifies hashes with.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt
+
+POPKITD = os.environ.get("POPKITD")
+POPKIT_DELIVER = os.environ.get("POPKIT_DELIVER")
+MODULES_DIR = os.environ.get("POPKIT_MODULES_DIR")
+TEST_MODULES_DIR = os.environ.get("POPKIT_TEST_MODULES_DIR")
+
+SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer")
+
+# How long to wait for popkitd to come up or go down. Sanitizer builds are
+# several times slower than plain ones, so these are generous; a healthy
+# server answers in milliseconds.
+START_TIMEOUT_S = 20
+STOP_GRACE_S = 15
+
+# poplib refuses lines longer than this by default; our 6 MB message has
+# short lines, but give it room anyway.
+poplib._MAXLINE = 1 << 20
+
+
+def require_environment():
+    """Fail loudly (not skip) when run outside ctest without the paths."""
+    missing = [
+        name
+        for name in ("POPKITD", "POPKIT_DELIVER", "POPKIT_MODULES_DIR",
+                     "POPKIT_TEST_MODULES_DIR")
+        if not os.environ.get(name)
+    ]
+    if missing:
+        raise RuntimeError(
+            "integration tests need the environment variables %s; run them "
+            "through ctest, or set them by hand" % ", ".join(missing))
+
+
+# ---- Expected bytes, computed independently of popkitd -------------------
+
+
+def crlf_form(raw: bytes) -> bytes:
+    """The message as a POP3 client must receive it (before dot-stuffing).
+
+    RFC 1939 transfers lines ending in CRLF. Every LF that is not already
+    preceded by CR becomes CRLF, a CR on its own stays, and a message that
+    does not end with a newline gets a final CRLF so its last line is a
+    line. STAT and LIST report the length of exactly these bytes.
+    """
+    out = bytearray()
+    previous = None
+    for byte in raw:
+        if byte == 0x0A and previous != 0x0D:
+            out += b"\r\n"
+        else:
+            out.append(byte)
+        previous = byte
+    if raw and not raw.endswith(b"\n"):
+        out += b"\r\n"
+    return bytes(out)
+
+
+def dot_stuff(form: bytes) -> bytes:
+    """Byte-stuff lines that start with '.', as RFC 1939 section 3 says."""
+    lines = form.split(b"\r\n")
+    return b"\r\n".join(b"." + line if line.startswith(b".") else line
+                        for line in lines)
+
+
+def wire_body(raw: bytes) -> bytes:
+    """What follows "+OK ..." on the wire for RETR, terminator included."""
+    return dot_stuff(crlf_form(raw)) + b".\r\n"
+
+
+def expected_top(raw: bytes, body_lines: int) -> bytes:
+    """The CRLF form of the header, the blank line and n body lines."""
+    form = crlf_form(raw)
+    lines = form.split(b"\r\n")[:-1]
+    if b"" not in lines:
+        return form
+    header_end = lines.index(b"")
+    kept = lines[:header_end + 1 + body_lines]
+    return b"".join(line + b"\r\n" for line in kept)
+
+
+def big_message(megabytes: int = 6) -> bytes:
+    """A message of several megabytes with short lines, some starting with
+    a dot, so every chunk boundary of the server's encoder gets crossed."""
+    header = (b"From: big@test.local\nTo: alice@test.local\n"
+              b"Subject: a big one\nMessage-ID: <big@test.local>\n\n")
+    target = megabytes * 1024 * 1024
+    lines = []
+    size = len(header)
+    i = 0
+    while size < target:
+        if i % 97 == 0:
+            line = b".%08d dotted line ..........................................\n" % i
+        else:
+            line = b"%08d abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\n" % i
+        lines.append(line)
+        size += len(line)
+        i += 1
+    return header + b"".join(lines)
+
+
+def special_messages():
+    """The messages every client test downloads, in mailbox order.
+
+    Each one exercises a rule of the CRLF/dot-stuffing encoder; the last is
+    several megabytes so memory bounds and backpressure are exercised too.
+    """
+    return [
+        ("dots",
+         b"From: a@test.local\nTo: alice@test.local\nSubject: dots\n\n"
+         b".\n..\n.x\n...\n. \nend\n"),
+        ("no-final-newline",
+         b"From: a@test.local\nTo: alice@test.local\n"
+         b"Subject: no final newline\n\nfirst line\nlast line without newline"),
+        ("crlf-already",
+         b"From: a@test.local\r\nTo: alice@test.local\r\n"
+         b"Subject: crlf already\r\n\r\nline one\r\n.\r\nline three\r\n"),
+        ("utf8",
+         "From: Jürgen <j@test.local>\nTo: alice@test.local\n"
+         "Subject: Grüße 日本語\n\nÄÖÜ äöü ß – “quotes” – 🎉\n.ünïcödé\n"
+         .encode("utf-8")),
+        ("mixed-line-ends",
+         b"From: a@test.local\nTo: alice@test.local\nSubject: mixed\r\n\n"
+         b"lf line\ncrlf line\r\nlf again\n"),
+        ("big", big_message(6)),
+    ]
+
+
+# ---- Passwords ------------------------------------------------------------
+
+
+def hash_password(password: str, scheme: str = "plain") -> str:
+    """A passwd-file hash of password in the given scheme."""
+    if scheme == "plain":
+        return "{PLAIN}" + password
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if scheme == "sha512":
+            salt = crypt.mksalt(crypt.METHOD_SHA512)
+        elif scheme == "sha256":
+            salt = crypt.mksalt(crypt.METHOD_SHA256)
+        elif scheme == "bcrypt":
+            salt = crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)
+        elif scheme == "yescrypt":
+            # mksalt cannot make yescrypt settings; libxcrypt accepts this
+            # one (cost j9T is libxcrypt's default).
+            salt = "$y$j9T$" + crypt.mksalt(crypt.METHOD_SHA512)[3:19]
+        else:
+            raise ValueError(scheme)
+        hashed = crypt.crypt(password, salt)
+    if not hashed or hashed.startswith("*"):
+        raise RuntimeError("libxcrypt refused scheme %s" % scheme)
+    return hashed
+
+
+# ---- Networking -----------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now, picked by the kernel."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def ipv6_loopback_available() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class RawClient:
+    """A POP3 connection at the byte level, for what poplib hides:
+    exact wire bytes, pipelining, malformed commands, the server closing."""
+
+    def __init__(self, host: str, port: int, timeout: float = 10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.line()
+
+    def send(self, data) -> None:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.sock.sendall(data)
+
+    def line_bytes(self) -> bytes:
+        """One line with its CRLF; ConnectionClosed at end of stream."""
+        data = self.file.readline()
+        if not data:
+            raise ConnectionClosed("server closed the connection")
+        return data
+
+    def line(self) -> str:
+        data = self.line_bytes()
+        if not data.endswith(b"\r\n"):
+            raise AssertionError("line does not end with CRLF: %r" % data)
+        return data[:-2].decode("utf-8", "surrogateescape")
+
+    def cmd(self, command) -> str:
+        """Send one command line and return the status line."""
+        if isinstance(command, str):
+            command = command.encode("utf-8")
+        self.send(command + b"\r\n")
+        return self.line()
+
+    def multiline_wire(self) -> bytes:
+        """The body of a multi-line reply exactly as sent, up to and
+        including the ".\\r\\n" terminator."""
+        parts = []
+        while True:
+            data = self.line_bytes()
+            parts.append(data)
+            if data == b".\r\n":
+                return b"".join(parts)
+
+    def multiline(self) -> list:
+        """The lines of a multi-line reply, unstuffed, without CRLF."""
+        wire = self.multiline_wire()
+        lines = wire[:-3].split(b"\r\n")[:-1] if wire != b".\r\n" else []
+        return [l[1:] if l.startswith(b".") else l for l in lines]
+
+    def read_exactly(self, size: int) -> bytes:
+        """size bytes of the stream, fast (for replies of many MB)."""
+        data = self.file.read(size)
+        if len(data) != size:
+            raise ConnectionClosed("closed after %d of %d bytes" % (len(data), size))
+        return data
+
+    def login(self, user: str, password: str) -> None:
+        reply = self.cmd("USER " + user)
+        if not reply.startswith("+OK"):
+            raise AssertionError("USER %s: %s" % (user, reply))
+        reply = self.cmd("PASS " + password)
+        if not reply.startswith("+OK"):
+            raise AssertionError("PASS for %s: %s" % (user, reply))
+
+    def wait_closed(self, timeout: float = 10.0) -> bytes:
+        """Read until the server closes; return what came before. Fails
+        when the connection is still open after timeout seconds."""
+        self.sock.settimeout(timeout)
+        rest = b""
+        try:
+            while True:
+                data = self.file.read1(65536)
+                if not data:
+                    return rest
+                rest += data
+        except socket.timeout:
+            raise AssertionError(
+                "connection still open after %.1f s (got %r)" % (timeout, rest))
+        except ConnectionResetError:
+            return rest
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+    def abort(self) -> None:
+        """Drop the connection without QUIT (and without lingering)."""
+        self.close()
+
+
+# ---- The server -----------------------------------------------------------
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    """Deep-merge extra into a copy of base; None values delete keys."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+class PopkitServer:
+    """One popkitd in its own temporary directory.
+
+    Layout: DIR/users (passwd-file), DIR/mail/<user>/{new,cur,tmp},
+    DIR/popkit.json, DIR/popkitd.stderr. Config overrides are deep-merged
+    into the default config, so a test names only what it changes.
+    """
+
+    def __init__(self, config=None, modules_dir=None, host="127.0.0.1", env=None):
+        require_environment()
+        self.dir = tempfile.mkdtemp(prefix="popkit-it-")
+        self.users_path = os.path.join(self.dir, "users")
+        self.mail_root = os.path.join(self.dir, "mail")
+        os.mkdir(self.mail_root)
+        self.config_path = os.path.join(self.dir, "popkit.json")
+        self.stderr_path = os.path.join(self.dir, "popkitd.stderr")
+        self.stdout_path = os.path.join(self.dir, "popkitd.stdout")
+        self.modules_dir = modules_dir or MODULES_DIR
+        self.env = dict(os.environ, **(env or {}))
+        self.host = host
+        self.port = free_port(host)
+        self.users = []
+        self._message_seq = 0
+        self.process = None
+        self.returncode = None
+        self.start_failed = False
+        self.config = _merge(self.default_config(), config or {})
+        self._write_users()
+
+    def default_config(self) -> dict:
+        return {
+            "hostname": "test.local",
+            "workers": 2,
+            "listen": [{"address": self.host, "port": self.port}],
+            "auth": [{"module": "passwd-file", "path": self.users_path}],
+            "store": {"module": "maildir",
+                      "path": os.path.join(self.mail_root, "%u")},
+            "limits": {
+                "max_line_bytes": 8192,
+                "login_timeout_s": 60,
+                "idle_timeout_s": 600,
+                "max_bad_commands": 10,
+                "shutdown_timeout_s": 30,
+                "output_buffer_bytes": 65536,
+            },
+            "log": {"level": "info"},
+            "plaintext_auth": "tls-or-loopback",
+            "apop": False,
+        }
+
+    # -- users and mail --
+
+    def add_user(self, name: str, password: str, scheme: str = "plain"):
+        self.users.append((name, hash_password(password, scheme)))
+        self._write_users()
+
+    def _write_users(self):
+        lines = ["# written by popkit_harness.py"]
+        lines += ["%s:%s" % (name, hashed) for name, hashed in self.users]
+        tmp = self.users_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, self.users_path)
+
+    def maildir(self, user: str) -> str:
+        """The maildir of a user whose name is a plain path component."""
+        return os.path.join(self.mail_root, user)
+
+    def make_maildir(self, path: str) -> str:
+        for sub in ("new", "cur", "tmp"):
+            os.makedirs(os.path.join(path, sub), exist_ok=True)
+        return path
+
+    def add_message(self, user, raw: bytes, name=None, subdir="new",
+                    maildir=None) -> str:
+        """Store raw as one message, as an MTA would; returns the file name.
+
+        Generated names start with an increasing timestamp, so mailbox
+        order is the order of add_message calls.
+        """
+        path = self.make_maildir(maildir or self.maildir(user))
+        if name is None:
+            self._message_seq += 1
+            name = "%d.M%dP%d.test.local" % (1700000000 + self._message_seq,
+                                             self._message_seq, os.getpid())
+        tmp = os.path.join(path, "tmp", name.split(":")[0])
+        with open(tmp, "wb") as f:
+            f.write(raw)
+        os.rename(tmp, os.path.join(path, subdir, name))
+        return name
+
+    def message_files(self, user, maildir=None) -> list:
+        """Base names of the files in new/ and cur/, sorted."""
+        path = maildir or self.maildir(user)
+        names = []
+        for sub in ("new", "cur"):
+            full = os.path.join(path, sub)
+            if os.path.isdir(full):
+                names += [n for n in os.listdir(full) if not n.startswith(".")]
+        return sorted(names)
+
+    # -- config and process --
+
+    def write_config(self) -> str:
+        with open(self.config_path, "w", encoding="utf-8") as f:
+            json.dump(self.config, f, indent=2, ensure_ascii=False)
+        return self.config_path
+
+    def command(self, *extra) -> list:
+        return [POPKITD, "-c", self.config_path, "--modules-dir",
+                self.modules_dir] + list(extra)
+
+    def start(self, wait=True):
+        self.write_config()
+        self._stderr = open(self.stderr_path, "wb")
+        self._stdout = open(self.stdout_path, "wb")
+        self.process = subprocess.Popen(self.command(), stdout=self._stdout,
+                                        stderr=self._stderr,
+                                        stdin=subprocess.DEVNULL, env=self.env)
+        if wait:
+            self.wait_listening()
+        return self
+
+    def wait_listening(self, host=None, port=None):
+        host = host or self.host
+        port = port or self.port
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                self.start_failed = True
+                raise AssertionError(
+                    "popkitd exited with %d before listening:\n%s" %
+                    (self.process.returncode, self.stderr_text()))
+            try:
+                probe = socket.create_connection((host, port), timeout=1)
+                probe.close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        "popkitd does not accept on %s port %d after %d s:\n%s" %
+                        (host, port, START_TIMEOUT_S, self.stderr_text()))
+                time.sleep(0.05)
+
+    def rss_kib(self) -> int:
+        """popkitd's resident memory, from /proc."""
+        with open("/proc/%d/status" % self.process.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS in /proc/%d/status" % self.process.pid)
+
+    def stderr_text(self) -> str:
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, needle: str, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.stderr_text():
+                return True
+            time.sleep(0.05)
+        return needle in self.stderr_text()
+
+    def signal(self, signum=signal.SIGTERM):
+        self.process.send_signal(signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            self.returncode = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(
+                "popkitd still running %.0f s after SIGTERM:\n%s" %
+                (timeout, self.stderr_text()))
+        finally:
+            self._stderr.close()
+            self._stdout.close()
+        return self.returncode
+
+    def stop(self):
+        """SIGTERM, wait, and check what a clean shutdown looks like."""
+        if self.process is None or self.start_failed:
+            # A failed start was reported already; one report is enough.
+            return
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+        limit = self.config.get("limits", {}).get("shutdown_timeout_s", 30)
+        code = self.wait_exit(limit + STOP_GRACE_S)
+        self.check_exit(code)
+
+    def check_exit(self, code: int):
+        text = self.stderr_text()
+        if code != 0:
+            raise AssertionError(
+                "popkitd exited with %d, expected 0 after SIGTERM:\n%s" %
+                (code, text))
+        for marker in SANITIZER_MARKERS:
+            if marker in text:
+                raise AssertionError("popkitd's stderr holds %r:\n%s" %
+                                     (marker, text))
+
+    def cleanup(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- clients --
+
+    def raw(self, timeout: float = 10.0, host=None, port=None) -> RawClient:
+        return RawClient(host or self.host, port or self.port, timeout)
+
+    def pop(self, user=None, password=None, timeout: float = 10.0):
+        client = poplib.POP3(self.host, self.port, timeout=timeout)
+        if user is not None:
+            client.user(user)
+            client.pass_(password)
+        return client
+
+
+# ---- unittest glue --------------------------------------------------------
+
+
+def _test_failed(case: unittest.TestCase) -> bool:
+    """Whether case (or one of its subtests) has failed so far.
+
+    unittest resets its own success flag for every part it runs (setUp,
+    the test, tearDown, each cleanup), so from inside a cleanup the only
+    reliable record is the result's lists of failures and errors.
+    """
+    outcome = getattr(case, "_outcome", None)
+    result = getattr(outcome, "result", None)
+    if result is None:
+        return False
+    for test, _ in list(result.failures) + list(result.errors):
+        if getattr(test, "test_case", test) is case:
+            return True
+    return False
+
+
+class PopkitTestCase(unittest.TestCase):
+    """Base class: make_server() gives a started popkitd that is stopped
+    and checked after the test, its stderr printed if the test failed."""
+
+    def make_server(self, config=None, start=True, **kwargs) -> PopkitServer:
+        server = PopkitServer(config=config, **kwargs)
+        self.addCleanup(self._finish_server, server)
+        self.last_server = server
+        if start:
+            server.start()
+        return server
+
+    def _finish_server(self, server: PopkitServer):
+        try:
+            if _test_failed(self):
+                sys.stderr.write(
+                    "\n---- popkitd stderr (%s) ----\n%s---- end ----\n" %
+                    (self.id(), server.stderr_text()))
+            server.stop()
+        finally:
+            server.cleanup()
+
+
+class SharedServerTestCase(unittest.TestCase):
+    """Base class for many small tests against one popkitd per class.
+
+    Subclasses fill the server in populate(server) before it starts. The
+    server is checked (exit 0, no sanitizer report) when the class ends,
+    and every failed test prints the popkitd log lines written during it.
+    """
+
+    server = None
+    config = None
+
+    @classmethod
+    def populate(cls, server: PopkitServer):
+        pass
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = PopkitServer(config=cls.config)
+        try:
+            cls.populate(cls.server)
+            cls.server.start()
+        except BaseException:
+            sys.stderr.write(cls.server.stderr_text())
+            cls.server.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.server.stop()
+        finally:
+            cls.server.cleanup()
+
+    def setUp(self):
+        self._log_start = len(self.server.stderr_text())
+
+    def tearDown(self):
+        if _test_failed(self):
+            sys.stderr.write(
+                "\n---- popkitd stderr during %s ----\n%s---- end ----\n" %
+                (self.id(), self.server.stderr_text()[self._log_start:]))
+
+    def raw(self, **kwargs) -> RawClient:
+        client = self.server.raw(**kwargs)
+        self.addCleanup(client.close)
+        return client
+
+
+def run_tests():
+    """Entry point of every test file: verbose, exit status for ctest."""
+    unittest.main(verbosity=2)
