@@ -22,10 +22,10 @@
 #define CORE_REQUEST_MAGIC 0x5152434bu /* "KCRQ" */
 
 struct listing_entry {
-  uint64_t size;     /* CRLF-form octets */
-  uint32_t uid_off;  /* into listing.uids */
-  uint8_t uid_len;   /* 1..70 */
-  bool deleted;      /* DELE in this session */
+  uint64_t size;    /* CRLF-form octets */
+  uint32_t uid_off; /* into listing.uids */
+  uint8_t uid_len;  /* 1..70 */
+  bool deleted;     /* DELE in this session */
 };
 
 /* The snapshot of a mailbox taken at login. */
@@ -49,18 +49,18 @@ struct core_request {
   } pub; /* first: the module's completion finds us from it */
   uint32_t magic;
   struct chain *chain;
-  module_instance *mi;   /* the module working on it */
-  size_t auth_link;      /* auth chain: index of mi */
+  module_instance *mi; /* the module working on it */
+  size_t auth_link;    /* auth chain: index of mi */
   enum popkit_result result;
-  char *log_text;        /* from the module, for the log */
-  char *identity;        /* auth outputs */
+  char *log_text; /* from the module, for the log */
+  char *identity; /* auth outputs */
   char *credential;
   struct listing listing; /* OPEN output */
   core_request_cb cb;
   void *data;
-  char *owned_string;    /* the caller's, freed with the request */
-  uv_work_t work;        /* blocking modules run here */
-  bool in_call;          /* the module's function has not returned yet */
+  char *owned_string; /* the caller's, freed with the request */
+  uv_work_t work;     /* blocking modules run here */
+  bool in_call;       /* the module's function has not returned yet */
   bool completed;
   bool canceled;
   struct core_request *deferred_next;

@@ -176,7 +176,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (nread < 0) {
-    session_log(&c->session, POPKIT_LOG_DEBUG, "read failed: %s", uv_strerror((int)nread));
+    session_log(&c->session, POPKIT_LOG_DEBUG, "read failed: %s",
+                uv_strerror((int)nread));
     close_handles(c);
     return;
   }
@@ -257,7 +258,8 @@ int conn_accept(struct worker *w, uv_stream_t *server) {
   uv_tcp_nodelay(&c->tcp, 1);
   c->last_activity = uv_now(&w->loop);
   if (w->conn_count > w->config->limits.max_connections) {
-    outbuf_append_literal(&c->session.out, "-ERR [SYS/TEMP] Too many connections, try later.\r\n");
+    outbuf_append_literal(&c->session.out,
+                          "-ERR [SYS/TEMP] Too many connections, try later.\r\n");
     session_log(&c->session, POPKIT_LOG_WARNING, "refused: max_connections reached");
     c->session.end_reason = "refused: too many connections";
     c->session.closing = true;

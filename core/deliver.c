@@ -55,8 +55,8 @@ static int exit_code_for(enum popkit_result r) {
 }
 
 static enum popkit_result store_call(struct delivery *d, enum popkit_request_kind kind,
-                                     struct popkit_store_request *fields, void **mailbox_r,
-                                     char *why, size_t why_size) {
+                                     struct popkit_store_request *fields,
+                                     void **mailbox_r, char *why, size_t why_size) {
   struct core_request *req = chain_store_request(&d->chain, kind, 0, on_done, d);
   if (req == NULL) {
     snprintf(why, why_size, "out of memory");
@@ -187,16 +187,15 @@ int main(int argc, char **argv) {
   } else {
     /* The auth chain says whether the user exists and which mailbox is
      * theirs; no password is involved. */
-    struct core_request *req = chain_auth(&d.chain, POPKIT_REQ_AUTH_LOOKUP, user, NULL,
-                                          "", 0, on_done, &d);
+    struct core_request *req =
+        chain_auth(&d.chain, POPKIT_REQ_AUTH_LOOKUP, user, NULL, "", 0, on_done, &d);
     if (req == NULL) {
       code = EX_TEMPFAIL;
     } else {
       wait_for(&d);
       if (req->result == POPKIT_OK) {
-        char *identity = strdup(req->identity != NULL && req->identity[0] != '\0'
-                                    ? req->identity
-                                    : user);
+        char *identity = strdup(
+            req->identity != NULL && req->identity[0] != '\0' ? req->identity : user);
         core_request_free(req);
         code = identity != NULL ? deliver(&d, identity, user) : EX_TEMPFAIL;
         free(identity);

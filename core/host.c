@@ -14,12 +14,11 @@
 static void host_log(struct popkit_module_handle *self, const struct popkit_request *req,
                      enum popkit_log_level level, const char *fmt, ...) {
   char prefix[160];
-  const char *label = self != NULL && self->magic == MODULE_INSTANCE_MAGIC
-                          ? self->label
-                          : "module";
+  const char *label =
+      self != NULL && self->magic == MODULE_INSTANCE_MAGIC ? self->label : "module";
   if (req != NULL && req->session_id != 0)
-    snprintf(prefix, sizeof prefix, "conn=%llu %s: ",
-             (unsigned long long)req->session_id, label);
+    snprintf(prefix, sizeof prefix, "conn=%llu %s: ", (unsigned long long)req->session_id,
+             label);
   else
     snprintf(prefix, sizeof prefix, "%s: ", label);
   va_list ap;
@@ -185,9 +184,8 @@ const struct popkit_host host_table = {
 
 /* ---- Instances ---------------------------------------------------------- */
 
-int module_instance_create(const struct config *config,
-                           const struct config_module *entry, uv_loop_t *loop,
-                           unsigned worker_id, uint32_t required_role,
+int module_instance_create(const struct config *config, const struct config_module *entry,
+                           uv_loop_t *loop, unsigned worker_id, uint32_t required_role,
                            module_instance **mi_r, char *error, size_t error_size) {
   struct loaded_module *lm;
   int rc = loader_load(config->modules_dir, entry->name, &lm, error, error_size);
@@ -195,8 +193,9 @@ int module_instance_create(const struct config *config,
     return rc;
   const struct popkit_module_descriptor *d = lm->descriptor;
   if ((d->roles & required_role) == 0) {
-    snprintf(error, error_size, "%s: %s: module %s cannot be used here: it is not %s module",
-             config->file, entry->json_path, entry->name,
+    snprintf(error, error_size,
+             "%s: %s: module %s cannot be used here: it is not %s module", config->file,
+             entry->json_path, entry->name,
              required_role == POPKIT_ROLE_AUTH ? "an auth" : "a store");
     return -EINVAL;
   }
@@ -233,9 +232,8 @@ int module_instance_create(const struct config *config,
   char module_error[512] = "";
   rc = d->create(&args, &mi->instance, module_error, sizeof module_error);
   if (rc < 0) {
-    snprintf(error, error_size, "%s: %s: module %s: %s", config->file,
-             entry->json_path, entry->name,
-             module_error[0] ? module_error : strerror(-rc));
+    snprintf(error, error_size, "%s: %s: module %s: %s", config->file, entry->json_path,
+             entry->name, module_error[0] ? module_error : strerror(-rc));
     module_instance_destroy(mi);
     return rc;
   }

@@ -28,8 +28,8 @@ struct popkit_module_handle {
   uint32_t magic;
   const struct popkit_module_descriptor *descriptor;
   void *instance;
-  char label[96];        /* "passwd-file($.auth[0])" for log lines */
-  bool blocking;         /* ops run on the thread pool */
+  char label[96]; /* "passwd-file($.auth[0])" for log lines */
+  bool blocking;  /* ops run on the thread pool */
   struct popkit_config_object config;
   unsigned worker_id;
 };
@@ -40,9 +40,8 @@ extern const struct popkit_host host_table;
 /* Loads the module a config entry names, checks its keys and creates its
  * instance for one worker. Returns 0 or a negative errno code with the
  * reason in error. */
-int module_instance_create(const struct config *config,
-                           const struct config_module *entry, uv_loop_t *loop,
-                           unsigned worker_id, uint32_t required_role,
+int module_instance_create(const struct config *config, const struct config_module *entry,
+                           uv_loop_t *loop, unsigned worker_id, uint32_t required_role,
                            module_instance **mi_r, char *error, size_t error_size);
 void module_instance_destroy(module_instance *mi);
 

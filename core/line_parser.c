@@ -49,8 +49,7 @@ bool line_parser_has_input(const struct line_parser *p) {
   return p->end > p->start;
 }
 
-enum line_result line_parser_next(struct line_parser *p, char **line_r,
-                                  size_t *len_r) {
+enum line_result line_parser_next(struct line_parser *p, char **line_r, size_t *len_r) {
   for (;;) {
     size_t from = p->scanned > p->start ? p->scanned : p->start;
     char *lf = memchr(p->data + from, '\n', p->end - from);

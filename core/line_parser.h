@@ -36,8 +36,7 @@ void line_parser_free(struct line_parser *p);
 char *line_buffer_space(struct line_parser *p, size_t *size_r);
 void line_buffer_received(struct line_parser *p, size_t n);
 
-enum line_result line_parser_next(struct line_parser *p, char **line_r,
-                                  size_t *len_r);
+enum line_result line_parser_next(struct line_parser *p, char **line_r, size_t *len_r);
 
 /* True when unconsumed bytes remain (a partial or pipelined line). */
 bool line_parser_has_input(const struct line_parser *p);

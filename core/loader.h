@@ -16,8 +16,8 @@
 #include "popkit/module.h"
 
 struct loaded_module {
-  char *path;  /* absolute path of the .so */
-  void *dl;    /* dlopen handle */
+  char *path; /* absolute path of the .so */
+  void *dl;   /* dlopen handle */
   const struct popkit_module_descriptor *descriptor;
   struct loaded_module *next; /* the loader's list, for sharing and unload */
 };
@@ -34,8 +34,8 @@ int loader_load(const char *modules_dir, const char *name,
                 struct loaded_module **module_r, char *error, size_t error_size);
 
 /* Loads a module from an exact path (tests, and names given with a '/'). */
-int loader_load_path(const char *path, struct loaded_module **module_r,
-                     char *error, size_t error_size);
+int loader_load_path(const char *path, struct loaded_module **module_r, char *error,
+                     size_t error_size);
 
 /* dlcloses every loaded module; no instance may remain. */
 void loader_unload_all(void);

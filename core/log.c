@@ -30,8 +30,8 @@ void log_vmsg(enum popkit_log_level level, const char *prefix, const char *fmt,
   clock_gettime(CLOCK_REALTIME, &now);
   gmtime_r(&now.tv_sec, &tm);
   int used = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s",
-                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                      tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000, level_names[level],
+                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                      tm.tm_sec, now.tv_nsec / 1000000, level_names[level],
                       prefix ? prefix : "");
   if (used < 0)
     return;

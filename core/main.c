@@ -224,8 +224,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   for (size_t i = 0; i < nfds; i++) {
-    fds[i] = listener_bind(&config->listen[i % config->listen_count], error,
-                           sizeof error);
+    fds[i] =
+        listener_bind(&config->listen[i % config->listen_count], error, sizeof error);
     if (fds[i] < 0) {
       fprintf(stderr, "popkitd: %s\n", error);
       return 1;
@@ -238,8 +238,8 @@ int main(int argc, char **argv) {
   if (geteuid() == 0)
     log_warning("popkitd runs as root: set \"user\" in the config so sessions do not");
   for (unsigned i = 0; i < worker_count; i++) {
-    if (worker_init(&workers[i], i, config, fds + (size_t)i * config->listen_count,
-                    error, sizeof error) < 0) {
+    if (worker_init(&workers[i], i, config, fds + (size_t)i * config->listen_count, error,
+                    sizeof error) < 0) {
       fprintf(stderr, "popkitd: %s\n", error);
       return 1;
     }

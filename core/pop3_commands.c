@@ -112,7 +112,8 @@ void pop3_write_capa(struct session *s) {
   outbuf_append_literal(&s->out, "TOP\r\n");
   if (session_plaintext_allowed(s))
     outbuf_append_literal(&s->out, "USER\r\n");
-  outbuf_append_literal(&s->out, "UIDL\r\nPIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n");
+  outbuf_append_literal(&s->out,
+                        "UIDL\r\nPIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n");
   outbuf_append_literal(&s->out, "EXPIRE NEVER\r\n");
   outbuf_printf(&s->out, "IMPLEMENTATION popkit %s\r\n.\r\n", POPKIT_VERSION);
   s->bad_commands = 0;
@@ -308,7 +309,8 @@ void pop3_dispatch(struct session *s, char *line, size_t len) {
     session_error(s, "Unknown command.");
     return;
   }
-  unsigned state_bit = s->state == SESSION_TRANSACTION ? IN_TRANSACTION : IN_AUTHORIZATION;
+  unsigned state_bit =
+      s->state == SESSION_TRANSACTION ? IN_TRANSACTION : IN_AUTHORIZATION;
   if ((cmd->states & state_bit) == 0) {
     session_error(s, "%s is not allowed %s.", cmd->name,
                   state_bit == IN_TRANSACTION ? "after login" : "before login");

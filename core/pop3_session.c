@@ -24,8 +24,9 @@ void session_log(const struct session *s, enum popkit_log_level level, const cha
                  ...) {
   char prefix[256];
   if (s->user_log[0] != '\0')
-    snprintf(prefix, sizeof prefix, "conn=%llu ip=%s user=\"%s\": ",
-             (unsigned long long)s->id, s->client_ip, s->user_log);
+    snprintf(prefix, sizeof prefix,
+             "conn=%llu ip=%s user=\"%s\": ", (unsigned long long)s->id, s->client_ip,
+             s->user_log);
   else
     snprintf(prefix, sizeof prefix, "conn=%llu ip=%s: ", (unsigned long long)s->id,
              s->client_ip);
@@ -113,8 +114,8 @@ int session_init(struct session *s, const struct session_env *env,
       inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, s->client_ip,
                 sizeof s->client_ip);
     else if (peer->sa_family == AF_INET6)
-      inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr,
-                s->client_ip, sizeof s->client_ip);
+      inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, s->client_ip,
+                sizeof s->client_ip);
     s->loopback = address_is_loopback(peer);
   }
   return line_parser_init(&s->parser, env->config->limits.max_line_bytes);
@@ -342,7 +343,8 @@ static bool apop_digest_matches(const struct session *s, const char *credential,
   unsigned char diff = 0;
   for (size_t i = 0; i < 16; i++) {
     char hi = digest[2 * i] | 0x20, lo = digest[2 * i + 1] | 0x20;
-    diff |= (unsigned char)(hi ^ hex[md5[i] >> 4]) | (unsigned char)(lo ^ hex[md5[i] & 15]);
+    diff |=
+        (unsigned char)(hi ^ hex[md5[i] >> 4]) | (unsigned char)(lo ^ hex[md5[i] & 15]);
   }
   return diff == 0;
 }
@@ -392,10 +394,10 @@ static void on_auth_done(struct core_request *req) {
     if (req->credential == NULL || !apop_digest_matches(s, req->credential, digest)) {
       result = POPKIT_FAIL;
       free(req->log_text);
-      req->log_text = strdup(req->credential != NULL &&
-                                     strncmp(req->credential, "{PLAIN}", 7) != 0
-                                 ? "APOP needs a {PLAIN} credential"
-                                 : "APOP digest mismatch");
+      req->log_text =
+          strdup(req->credential != NULL && strncmp(req->credential, "{PLAIN}", 7) != 0
+                     ? "APOP needs a {PLAIN} credential"
+                     : "APOP digest mismatch");
     }
   }
   if (result != POPKIT_OK) {
@@ -404,9 +406,8 @@ static void on_auth_done(struct core_request *req) {
     pump(s);
     return;
   }
-  const char *identity = req->identity != NULL && req->identity[0] != '\0'
-                             ? req->identity
-                             : s->user;
+  const char *identity =
+      req->identity != NULL && req->identity[0] != '\0' ? req->identity : s->user;
   struct core_request *open =
       chain_store_request(s->env->chain, POPKIT_REQ_STORE_OPEN, s->id, on_open_done, s);
   char *identity_copy = open != NULL ? strdup(identity) : NULL;
@@ -485,8 +486,8 @@ void session_begin_login(struct session *s, enum popkit_request_kind kind,
   /* For APOP the secret is the client's digest; the chain is asked for the
    * stored credential and never sees the digest. */
   const char *password = kind == POPKIT_REQ_AUTH_VERIFY_PLAIN ? secret : NULL;
-  struct core_request *req = chain_auth(s->env->chain, kind, user, password,
-                                        s->client_ip, s->id, on_auth_done, s);
+  struct core_request *req = chain_auth(s->env->chain, kind, user, password, s->client_ip,
+                                        s->id, on_auth_done, s);
   if (req == NULL) {
     login_failed(s, POPKIT_TEMPFAIL, "out of memory");
     return;
@@ -655,7 +656,8 @@ static void on_expunge_done(struct core_request *req) {
   core_request_free(req);
   if (ok)
     snprintf(s->final_reply, sizeof s->final_reply,
-             "+OK Logging out, %llu messages deleted.\r\n", (unsigned long long)s->expunged);
+             "+OK Logging out, %llu messages deleted.\r\n",
+             (unsigned long long)s->expunged);
   else
     snprintf(s->final_reply, sizeof s->final_reply,
              "-ERR [SYS/TEMP] Deleting messages failed, none were deleted.\r\n");

@@ -78,8 +78,8 @@ struct session {
   struct outbuf out;
   unsigned bad_commands; /* consecutive -ERR replies */
 
-  char *user;           /* from USER, and after login the user logged in */
-  char user_log[128];   /* user, escaped for log lines */
+  char *user;              /* from USER, and after login the user logged in */
+  char user_log[128];      /* user, escaped for log lines */
   char apop_timestamp[96]; /* "<...@host>" when APOP is offered, else "" */
 
   struct core_request *pending; /* the backend call in flight, if any */
@@ -95,11 +95,11 @@ struct session {
   char *raw; /* chunk buffer for RETR, only while sending */
 
   uint64_t retrieved, retrieved_octets, expunged; /* for the log */
-  const char *end_reason; /* why the session ended, for the log */
-  char final_reply[96];   /* QUIT's answer, sent once the mailbox is unlocked */
-  bool input_closed; /* the client sent EOF */
-  bool finishing; /* the connection is gone or going */
-  bool closing;   /* io->close was called */
+  const char *end_reason;                         /* why the session ended, for the log */
+  char final_reply[96]; /* QUIT's answer, sent once the mailbox is unlocked */
+  bool input_closed;    /* the client sent EOF */
+  bool finishing;       /* the connection is gone or going */
+  bool closing;         /* io->close was called */
   bool released;
 };
 
@@ -144,12 +144,12 @@ void session_error(struct session *s, const char *fmt, ...)
 void session_logout(struct session *s, const char *reason);
 void session_begin_login(struct session *s, enum popkit_request_kind kind,
                          const char *user, const char *secret);
-void session_begin_sending(struct session *s, enum session_sender what,
-                           uint64_t index, bool top, uint64_t top_lines);
+void session_begin_sending(struct session *s, enum session_sender what, uint64_t index,
+                           bool top, uint64_t top_lines);
 void session_begin_update(struct session *s);
 bool session_plaintext_allowed(const struct session *s);
-void session_log(const struct session *s, enum popkit_log_level level,
-                 const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void session_log(const struct session *s, enum popkit_log_level level, const char *fmt,
+                 ...) __attribute__((format(printf, 3, 4)));
 
 /* pop3_commands.c: runs one command line in the current state. */
 void pop3_dispatch(struct session *s, char *line, size_t len);

@@ -27,7 +27,7 @@ struct worker {
   struct session_env env;
   uv_tcp_t *listeners; /* one per config listen entry */
   size_t listener_count;
-  uv_async_t stop_async;    /* the main thread asks for shutdown */
+  uv_async_t stop_async;     /* the main thread asks for shutdown */
   uv_timer_t shutdown_timer; /* end of the grace period */
   struct conn *conns;
   size_t conn_count;

@@ -25,8 +25,8 @@ struct popkit_crlf_size {
   unsigned char last; /* the last raw byte fed, 0 before any */
 };
 
-static inline void popkit_crlf_size_feed(struct popkit_crlf_size *s,
-                                         const void *data, size_t len) {
+static inline void popkit_crlf_size_feed(struct popkit_crlf_size *s, const void *data,
+                                         size_t len) {
   const unsigned char *p = (const unsigned char *)data;
   const unsigned char *end = p + len;
   if (len == 0)

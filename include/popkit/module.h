@@ -39,8 +39,8 @@
 extern "C" {
 #endif
 
-#define POPKIT_MODULE_MAGIC 0x444d4b50u   /* "PKMD" in little-endian bytes */
-#define POPKIT_REQUEST_MAGIC 0x51524b50u  /* "PKRQ" */
+#define POPKIT_MODULE_MAGIC 0x444d4b50u  /* "PKMD" in little-endian bytes */
+#define POPKIT_REQUEST_MAGIC 0x51524b50u /* "PKRQ" */
 #define POPKIT_ABI_MAJOR 1
 #define POPKIT_ABI_MINOR 0
 
@@ -53,8 +53,8 @@ extern "C" {
 /* A human-readable note of what the module was built against; the loader
  * prints it when it refuses a module, so an operator sees at once which
  * SDK a stray .so came from. */
-#define POPKIT_BUILD_SIGNATURE                                    \
-  "popkit-sdk abi " POPKIT_STRINGIFY(POPKIT_ABI_MAJOR) "." POPKIT_STRINGIFY( \
+#define POPKIT_BUILD_SIGNATURE                                                           \
+  "popkit-sdk abi " POPKIT_STRINGIFY(POPKIT_ABI_MAJOR) "." POPKIT_STRINGIFY(             \
       POPKIT_ABI_MINOR) " " __DATE__
 
 #if defined(__GNUC__)
@@ -133,9 +133,9 @@ enum popkit_request_kind {
  * from the call that hands it to the module until the module calls
  * popkit_host.complete on it, and must not be touched after that. */
 struct popkit_request {
-  uint32_t magic;    /* POPKIT_REQUEST_MAGIC, checked on completion */
-  uint32_t kind;     /* enum popkit_request_kind */
-  void *module_data; /* free for the module while the request is its own */
+  uint32_t magic;      /* POPKIT_REQUEST_MAGIC, checked on completion */
+  uint32_t kind;       /* enum popkit_request_kind */
+  void *module_data;   /* free for the module while the request is its own */
   uint64_t session_id; /* the connection id, for log lines; 0 outside one */
 };
 
@@ -143,9 +143,9 @@ struct popkit_request {
  * popkit_host.auth_set_credential, which copy their argument. */
 struct popkit_auth_request {
   struct popkit_request base;
-  const char *user;     /* as the client sent it; never NULL, may hold
-                           any byte but NUL */
-  const char *password; /* VERIFY_PLAIN: the plaintext; NULL otherwise */
+  const char *user;           /* as the client sent it; never NULL, may hold
+                                 any byte but NUL */
+  const char *password;       /* VERIFY_PLAIN: the plaintext; NULL otherwise */
   const char *client_address; /* "" when there is no client */
 };
 
@@ -206,8 +206,7 @@ struct popkit_host {
    * the user name); credential is the stored secret ("{PLAIN}...",
    * "{SCRAM-SHA-256}...", or a crypt(3) string). Return 0 or -ENOMEM. */
   int (*auth_set_identity)(struct popkit_auth_request *req, const char *identity);
-  int (*auth_set_credential)(struct popkit_auth_request *req,
-                             const char *credential);
+  int (*auth_set_credential)(struct popkit_auth_request *req, const char *credential);
 
   /* OPEN output: appends one message to the listing. uid must be 1 to 70
    * characters in 0x21..0x7e (RFC 1939 UIDL); size is the octet count of
@@ -221,12 +220,10 @@ struct popkit_host {
    * key; config_path returns an absolute path (relative ones resolve against
    * the config file's directory) in a string that lives as long as the
    * config. */
-  const char *(*config_string)(const struct popkit_config_object *cfg,
-                               const char *key);
-  const char *(*config_path)(const struct popkit_config_object *cfg,
-                             const char *key);
-  int64_t (*config_integer)(const struct popkit_config_object *cfg,
-                            const char *key, int64_t fallback);
+  const char *(*config_string)(const struct popkit_config_object *cfg, const char *key);
+  const char *(*config_path)(const struct popkit_config_object *cfg, const char *key);
+  int64_t (*config_integer)(const struct popkit_config_object *cfg, const char *key,
+                            int64_t fallback);
   int (*config_boolean)(const struct popkit_config_object *cfg, const char *key,
                         int fallback);
 };
@@ -272,21 +269,21 @@ struct popkit_store_ops {
 
 struct popkit_module_args {
   uint32_t struct_size;
-  uint32_t worker_id;           /* 0..workers-1; popkit-deliver uses 0 */
+  uint32_t worker_id; /* 0..workers-1; popkit-deliver uses 0 */
   const struct popkit_host *host;
-  struct popkit_module_handle *self;   /* for host->log */
+  struct popkit_module_handle *self; /* for host->log */
   const struct popkit_config_object *config;
-  struct uv_loop_s *loop;       /* the worker's libuv loop */
+  struct uv_loop_s *loop; /* the worker's libuv loop */
 };
 
 /* The descriptor. The first six fields never change in any ABI. */
 struct popkit_module_descriptor {
-  uint32_t magic;        /* POPKIT_MODULE_MAGIC */
-  uint16_t abi_major;    /* POPKIT_ABI_MAJOR the module was built with */
-  uint16_t abi_minor;    /* POPKIT_ABI_MINOR the module was built with */
-  uint32_t struct_size;  /* sizeof(struct popkit_module_descriptor) */
-  uint32_t reserved;     /* zero */
-  const char *name;      /* e.g. "maildir" */
+  uint32_t magic;              /* POPKIT_MODULE_MAGIC */
+  uint16_t abi_major;          /* POPKIT_ABI_MAJOR the module was built with */
+  uint16_t abi_minor;          /* POPKIT_ABI_MINOR the module was built with */
+  uint32_t struct_size;        /* sizeof(struct popkit_module_descriptor) */
+  uint32_t reserved;           /* zero */
+  const char *name;            /* e.g. "maildir" */
   const char *build_signature; /* POPKIT_BUILD_SIGNATURE */
 
   /* ABI 1.0 */
@@ -295,8 +292,8 @@ struct popkit_module_descriptor {
   const struct popkit_config_key *config_keys;
   /* Builds one instance per worker. Returns 0, or a negative errno-style
    * code with a message in error (which names the offending key). */
-  int (*create)(const struct popkit_module_args *args, void **instance_r,
-                char *error, size_t error_size);
+  int (*create)(const struct popkit_module_args *args, void **instance_r, char *error,
+                size_t error_size);
   /* Frees an instance once no request of it is in flight. */
   void (*destroy)(void *instance);
   const struct popkit_auth_ops *auth;   /* non-NULL for POPKIT_ROLE_AUTH */
@@ -307,16 +304,15 @@ struct popkit_module_descriptor {
   void (*cancel)(void *instance, struct popkit_request *req);
 };
 
-#define POPKIT_MODULE_DESCRIPTOR_V1_SIZE \
+#define POPKIT_MODULE_DESCRIPTOR_V1_SIZE                                                 \
   (offsetof(struct popkit_module_descriptor, cancel) + sizeof(void (*)(void)))
 
 /* Fills the fields that never change; use as the first line of a
  * descriptor initializer. */
-#define POPKIT_MODULE_HEADER(module_name)                        \
-  .magic = POPKIT_MODULE_MAGIC, .abi_major = POPKIT_ABI_MAJOR,   \
-  .abi_minor = POPKIT_ABI_MINOR,                                 \
-  .struct_size = sizeof(struct popkit_module_descriptor), .reserved = 0, \
-  .name = (module_name), .build_signature = POPKIT_BUILD_SIGNATURE
+#define POPKIT_MODULE_HEADER(module_name)                                                \
+  .magic = POPKIT_MODULE_MAGIC, .abi_major = POPKIT_ABI_MAJOR,                           \
+  .abi_minor = POPKIT_ABI_MINOR, .struct_size = sizeof(struct popkit_module_descriptor), \
+  .reserved = 0, .name = (module_name), .build_signature = POPKIT_BUILD_SIGNATURE
 
 #ifdef __cplusplus
 }

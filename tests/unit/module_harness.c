@@ -137,8 +137,8 @@ static int64_t host_config_integer(const struct popkit_config_object *cfg,
   return json_is_integer(v) ? (int64_t)json_integer_value(v) : fallback;
 }
 
-static int host_config_boolean(const struct popkit_config_object *cfg,
-                               const char *key, int fallback) {
+static int host_config_boolean(const struct popkit_config_object *cfg, const char *key,
+                               int fallback) {
   const struct harness_config *c = (const struct harness_config *)cfg;
   json_t *v = json_object_get(c->json, key);
   return json_is_boolean(v) ? json_is_true(v) : fallback;
@@ -294,9 +294,8 @@ enum popkit_result harness_store(struct harness *h, enum popkit_request_kind kin
   return out->result;
 }
 
-enum popkit_result harness_read_all(struct harness *h, void *mailbox,
-                                    uint64_t index, size_t chunk_size,
-                                    char **data_r, size_t *size_r) {
+enum popkit_result harness_read_all(struct harness *h, void *mailbox, uint64_t index,
+                                    size_t chunk_size, char **data_r, size_t *size_r) {
   struct harness_result *out = malloc(sizeof *out);
   char *data = NULL;
   size_t size = 0;
@@ -331,8 +330,7 @@ enum popkit_result harness_read_all(struct harness *h, void *mailbox,
 }
 
 enum popkit_result harness_deliver(struct harness *h, const char *identity,
-                                   const char *data, size_t size,
-                                   size_t chunk_size) {
+                                   const char *data, size_t size, size_t chunk_size) {
   struct harness_result *out = malloc(sizeof *out);
   struct popkit_store_request req = {0};
   req.identity = identity;

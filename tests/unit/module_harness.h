@@ -31,7 +31,7 @@ struct harness {
   const struct popkit_module_descriptor *descriptor;
   void *instance;
   uv_loop_t loop;
-  void *config; /* struct harness_config */
+  void *config;    /* struct harness_config */
   char logs[8192]; /* every line the module logged, for assertions */
 };
 
@@ -55,13 +55,11 @@ enum popkit_result harness_store(struct harness *h, enum popkit_request_kind kin
 
 /* Reads a whole message through READ in chunks of chunk_size into a
  * malloc'ed buffer. Returns the result; *data_r and *size_r on OK. */
-enum popkit_result harness_read_all(struct harness *h, void *mailbox,
-                                    uint64_t index, size_t chunk_size,
-                                    char **data_r, size_t *size_r);
+enum popkit_result harness_read_all(struct harness *h, void *mailbox, uint64_t index,
+                                    size_t chunk_size, char **data_r, size_t *size_r);
 
 /* Delivers one message through APPEND_BEGIN/WRITE/FINISH in chunks. */
 enum popkit_result harness_deliver(struct harness *h, const char *identity,
-                                   const char *data, size_t size,
-                                   size_t chunk_size);
+                                   const char *data, size_t size, size_t chunk_size);
 
 #endif

@@ -61,7 +61,8 @@ START_TEST(top_cuts) {
   expect(msg, true, 0, "Subject: s\r\nFrom: f\r\n\r\n.\r\n");
   expect(msg, true, 1, "Subject: s\r\nFrom: f\r\n\r\nline1\r\n.\r\n");
   expect(msg, true, 3, "Subject: s\r\nFrom: f\r\n\r\nline1\r\nline2\r\n..line3\r\n.\r\n");
-  expect(msg, true, 99, "Subject: s\r\nFrom: f\r\n\r\nline1\r\nline2\r\n..line3\r\n.\r\n");
+  expect(msg, true, 99,
+         "Subject: s\r\nFrom: f\r\n\r\nline1\r\nline2\r\n..line3\r\n.\r\n");
   /* CRLF blank line ends the header too. */
   expect("A: b\r\n\r\nbody\r\n", true, 0, "A: b\r\n\r\n.\r\n");
   /* No blank line: all of it is header. */

@@ -1,18 +1,18 @@
 /* Tests for core/pop3_session.c and core/pop3_commands.c: the POP3 state
  * machine driven line by line, with no socket, over the real passwd-file
  * and maildir modules of the build tree. */
+#include <arpa/inet.h>
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <arpa/inet.h>
 #include <unistd.h>
-#include <gnutls/crypto.h>
-#include <gnutls/gnutls.h>
 #include <uv.h>
 
 #include "chain.h"
@@ -231,8 +231,9 @@ START_TEST(greeting_and_capa) {
   ck_assert_str_eq(c.out, "+OK popkit ready.\r\n");
   const char *r = say(&c, "CAPA\r\n");
   ck_assert(strncmp(r, "+OK", 3) == 0);
-  const char *want[] = {"\r\nTOP\r\n",        "\r\nUSER\r\n",          "\r\nUIDL\r\n",
-                        "\r\nPIPELINING\r\n", "\r\nRESP-CODES\r\n",    "\r\nAUTH-RESP-CODE\r\n",
+  const char *want[] = {"\r\nTOP\r\n",          "\r\nUSER\r\n",
+                        "\r\nUIDL\r\n",         "\r\nPIPELINING\r\n",
+                        "\r\nRESP-CODES\r\n",   "\r\nAUTH-RESP-CODE\r\n",
                         "\r\nEXPIRE NEVER\r\n", "\r\nIMPLEMENTATION popkit"};
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
     ck_assert_msg(strstr(r, want[i]) != NULL, "CAPA lacks %s", want[i]);
@@ -282,16 +283,19 @@ START_TEST(stat_list_uidl_retr_top) {
   ck_assert_str_eq(say(&c, "LIST 2\r\n"), "+OK 2 34\r\n");
   ck_assert_str_eq(say(&c, "UIDL 1\r\n"), "+OK 1 1000.a.host\r\n");
   const char *r = say(&c, "UIDL\r\n");
-  ck_assert_str_eq(r, "+OK Unique-ID listing follows.\r\n1 1000.a.host\r\n2 1001.b.host\r\n"
-                      "3 1002.c.host\r\n.\r\n");
-  ck_assert_str_eq(say(&c, "RETR 1\r\n"),
-                   "+OK 34 octets\r\nSubject: one\r\n\r\nHello\r\n..\r\n...\r\n..x\r\n.\r\n");
+  ck_assert_str_eq(r,
+                   "+OK Unique-ID listing follows.\r\n1 1000.a.host\r\n2 1001.b.host\r\n"
+                   "3 1002.c.host\r\n.\r\n");
+  ck_assert_str_eq(
+      say(&c, "RETR 1\r\n"),
+      "+OK 34 octets\r\nSubject: one\r\n\r\nHello\r\n..\r\n...\r\n..x\r\n.\r\n");
   ck_assert_str_eq(say(&c, "RETR 2\r\n"),
                    "+OK 34 octets\r\nSubject: two\r\n\r\nno final newline\r\n.\r\n");
   ck_assert_str_eq(say(&c, "TOP 1 0\r\n"),
                    "+OK Top of message follows.\r\nSubject: one\r\n\r\n.\r\n");
-  ck_assert_str_eq(say(&c, "top 1 2\r\n"),
-                   "+OK Top of message follows.\r\nSubject: one\r\n\r\nHello\r\n..\r\n.\r\n");
+  ck_assert_str_eq(
+      say(&c, "top 1 2\r\n"),
+      "+OK Top of message follows.\r\nSubject: one\r\n\r\nHello\r\n..\r\n.\r\n");
   conn_free(&c);
 }
 END_TEST
@@ -300,12 +304,23 @@ START_TEST(bad_arguments) {
   struct test_conn c;
   conn_open(&c, "127.0.0.1");
   login(&c);
-  const char *bad[] = {"RETR\r\n",          "RETR 0\r\n",     "RETR -1\r\n",
-                       "RETR abc\r\n",      "RETR 1x\r\n",    "RETR 4\r\n",
-                       "RETR 99999999999999999999999\r\n",    "RETR 18446744073709551616\r\n",
-                       "TOP 1\r\n",         "TOP 1 -1\r\n",   "TOP 1 x\r\n",
-                       "LIST 1 2\r\n",      "DELE\r\n",       "STAT 1\r\n",
-                       "XYZZY\r\n",         "USER ana\r\n",   "\r\n"};
+  const char *bad[] = {"RETR\r\n",
+                       "RETR 0\r\n",
+                       "RETR -1\r\n",
+                       "RETR abc\r\n",
+                       "RETR 1x\r\n",
+                       "RETR 4\r\n",
+                       "RETR 99999999999999999999999\r\n",
+                       "RETR 18446744073709551616\r\n",
+                       "TOP 1\r\n",
+                       "TOP 1 -1\r\n",
+                       "TOP 1 x\r\n",
+                       "LIST 1 2\r\n",
+                       "DELE\r\n",
+                       "STAT 1\r\n",
+                       "XYZZY\r\n",
+                       "USER ana\r\n",
+                       "\r\n"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     c.s.bad_commands = 0; /* this test is about each answer, not the limit */
     const char *r = say(&c, bad[i]);
@@ -346,7 +361,8 @@ START_TEST(too_many_bad_commands_close) {
   for (int i = 0; i < 4; i++)
     ck_assert_str_eq(say(&c, "BOGUS\r\n"), "-ERR Unknown command.\r\n");
   ck_assert(!c.close_requested);
-  ck_assert_str_eq(say(&c, "BOGUS\r\n"), "-ERR Too many bad commands, closing connection.\r\n");
+  ck_assert_str_eq(say(&c, "BOGUS\r\n"),
+                   "-ERR Too many bad commands, closing connection.\r\n");
   ck_assert(c.close_requested);
   conn_free(&c);
 }
@@ -518,7 +534,8 @@ START_TEST(apop_is_refused_when_not_enabled) {
   struct test_conn c;
   conn_open(&c, "127.0.0.1");
   ck_assert_str_eq(c.out, "+OK popkit ready.\r\n");
-  ck_assert(strncmp(say(&c, "APOP ana 0123456789abcdef0123456789abcdef\r\n"), "-ERR", 4) == 0);
+  ck_assert(
+      strncmp(say(&c, "APOP ana 0123456789abcdef0123456789abcdef\r\n"), "-ERR", 4) == 0);
   conn_free(&c);
 }
 END_TEST
