@@ -38,6 +38,10 @@ void worker_conn_added(struct worker *w, struct conn *c) {
 
 static void close_worker_handles(struct worker *w);
 
+static void on_drained(uv_timer_t *t) {
+  close_worker_handles(t->data);
+}
+
 void worker_conn_removed(struct worker *w, struct conn *c) {
   if (c->prev != NULL)
     c->prev->next = c->next;
@@ -46,8 +50,12 @@ void worker_conn_removed(struct worker *w, struct conn *c) {
   if (c->next != NULL)
     c->next->prev = c->prev;
   w->conn_count--;
-  if (w->draining && w->conn_count == 0)
-    close_worker_handles(w);
+  if (w->draining && w->conn_count == 0) {
+    /* Not now: this runs inside the last session's completion callback,
+     * possibly with a module's own callback further up the stack, and
+     * closing the worker destroys the module instances. */
+    uv_timer_start(&w->shutdown_timer, on_drained, 0, 0);
+  }
 }
 
 /* Everything the loop still holds, so uv_run() returns. */
