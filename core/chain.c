@@ -149,11 +149,6 @@ static void start_call(struct core_request *req) {
     defer(req);
 }
 
-static void finish(struct core_request *req) {
-  req->chain->in_flight--;
-  req->cb(req);
-}
-
 /* Called by the host's complete() and by the deferral machinery. */
 void chain_module_completed(struct core_request *req) {
   if (req->mi->blocking && req->in_call)
@@ -174,7 +169,7 @@ void chain_module_completed(struct core_request *req) {
     start_call(req);
     return;
   }
-  finish(req);
+  req->cb(req);
 }
 
 static struct core_request *request_new(struct chain *c, enum popkit_request_kind kind,
@@ -217,7 +212,6 @@ struct core_request *chain_auth(struct chain *c, enum popkit_request_kind kind,
   req->pub.auth.client_address = a;
   req->auth_link = 0;
   req->mi = c->auth[0];
-  c->in_flight++;
   start_call(req);
   return req;
 }
@@ -232,7 +226,6 @@ struct core_request *chain_store_request(struct chain *c, enum popkit_request_ki
 }
 
 void chain_submit(struct core_request *req) {
-  req->chain->in_flight++;
   start_call(req);
 }
 

@@ -74,7 +74,6 @@ struct chain {
   module_instance *store;
   uv_idle_t deferred_idle; /* runs deferred completions */
   struct core_request *deferred_head, *deferred_tail;
-  unsigned in_flight;      /* requests not yet called back */
   bool can_get_credential; /* some auth module hands back credentials */
 };
 

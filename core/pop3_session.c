@@ -17,6 +17,7 @@
 #define RAW_CHUNK (OUTBUF_BLOCK_SIZE / 2)
 
 static void pump(struct session *s);
+static void send_more(struct session *s);
 
 /* ---- Logging and replies ------------------------------------------------ */
 
@@ -309,8 +310,7 @@ static void pump(struct session *s) {
 
 void session_output_drained(struct session *s) {
   if (s->state == SESSION_SENDING && s->pending == NULL && !s->closing) {
-    extern void session_send_more(struct session * s);
-    session_send_more(s);
+    send_more(s);
     return;
   }
   pump(s);
@@ -549,8 +549,7 @@ static void request_chunk(struct session *s) {
 
 /* Produces more of the current multi-line reply, or waits for the client
  * to read what is queued. */
-void session_send_more(struct session *s);
-void session_send_more(struct session *s) {
+static void send_more(struct session *s) {
   if (s->closing) {
     /* Timed out or shutting down mid-reply: nothing more goes out. */
     end_sending(s);
@@ -618,7 +617,7 @@ static void on_read_done(struct core_request *req) {
     return;
   }
   s->io->flush(s->io_ctx);
-  session_send_more(s);
+  send_more(s);
 }
 
 void session_begin_sending(struct session *s, enum session_sender what, uint64_t index,
@@ -635,7 +634,7 @@ void session_begin_sending(struct session *s, enum session_sender what, uint64_t
     }
     encoder_init(&s->encoder, top, top_lines);
   }
-  session_send_more(s);
+  send_more(s);
 }
 
 /* ---- UPDATE ------------------------------------------------------------- */
