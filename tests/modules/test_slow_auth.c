@@ -11,6 +11,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "../unit/check_run.h"
 #include "loader.h"
 #include "popkit/module.h"
 
@@ -334,9 +335,6 @@ int main(void) {
   tcase_add_test(tc, cancel_completes_with_tempfail_and_logs);
   tcase_add_test(tc, cancel_of_an_answered_request_does_nothing);
   suite_add_tcase(suite, tc);
-  SRunner *runner = srunner_create(suite);
-  srunner_run_all(runner, CK_NORMAL);
-  int failed = srunner_ntests_failed(runner);
-  srunner_free(runner);
+  int failed = check_run(suite);
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

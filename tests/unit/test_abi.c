@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_run.h"
 #include "popkit/module.h"
 
 #if UINTPTR_MAX == 0xffffffffffffffffu && ULONG_MAX == 0xffffffffffffffffu
@@ -270,10 +271,7 @@ int main(void) {
   tcase_add_test(tc, creation_and_config_layouts);
   tcase_add_test(tc, constants);
   suite_add_tcase(suite, tc);
-  SRunner *runner = srunner_create(suite);
-  srunner_run_all(runner, CK_NORMAL);
-  int failed = srunner_ntests_failed(runner);
-  srunner_free(runner);
+  int failed = check_run(suite);
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 #else
   printf("test_abi: the ABI pins are for LP64; this data model is not pinned, "

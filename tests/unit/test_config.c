@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check_run.h"
 #include "config.h"
 
 #define LISTEN "'listen': [{'address': '127.0.0.1', 'port': 1100}]"
@@ -907,9 +908,6 @@ static Suite *config_suite(void) {
 }
 
 int main(void) {
-  SRunner *runner = srunner_create(config_suite());
-  srunner_run_all(runner, CK_NORMAL);
-  int failed = srunner_ntests_failed(runner);
-  srunner_free(runner);
+  int failed = check_run(config_suite());
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_run.h"
 #include "encoder.h"
 #include "popkit/crlf.h"
 
@@ -143,9 +144,6 @@ int main(void) {
   tcase_add_test(tc, random_messages_agree_with_crlf_size);
   tcase_add_test(tc, output_bound_holds);
   suite_add_tcase(s, tc);
-  SRunner *r = srunner_create(s);
-  srunner_run_all(r, CK_NORMAL);
-  int failed = srunner_ntests_failed(r);
-  srunner_free(r);
+  int failed = check_run(s);
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

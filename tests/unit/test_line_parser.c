@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_run.h"
 #include "line_parser.h"
 
 static void feed(struct line_parser *p, const char *data, size_t len) {
@@ -160,9 +161,6 @@ int main(void) {
   tcase_add_test(tc, longest_allowed_line_fits);
   tcase_add_test(tc, full_buffer_of_pipelined_lines);
   suite_add_tcase(s, tc);
-  SRunner *r = srunner_create(s);
-  srunner_run_all(r, CK_NORMAL);
-  int failed = srunner_ntests_failed(r);
-  srunner_free(r);
+  int failed = check_run(s);
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check_run.h"
 #include "elf_symbol.h"
 #include "loader.h"
 #include "popkit/module.h"
@@ -768,9 +769,6 @@ int main(void) {
   tcase_add_test(tc, loads_maildir);
   tcase_add_test(tc, loads_passwd_file);
 
-  SRunner *runner = srunner_create(suite);
-  srunner_run_all(runner, CK_NORMAL);
-  int failed = srunner_ntests_failed(runner);
-  srunner_free(runner);
+  int failed = check_run(suite);
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check_run.h"
 #include "log.h"
 
 START_TEST(escape_contains_client_bytes) {
@@ -55,9 +56,6 @@ int main(void) {
   tcase_add_test(tc, escape_contains_client_bytes);
   tcase_add_test(tc, one_line_per_event_and_levels);
   suite_add_tcase(s, tc);
-  SRunner *r = srunner_create(s);
-  srunner_run_all(r, CK_NORMAL);
-  int failed = srunner_ntests_failed(r);
-  srunner_free(r);
+  int failed = check_run(s);
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check_run.h"
 #include "module_harness.h"
 
 static char base_dir[128];         /* all tests' directories, removed by main */
@@ -899,10 +900,7 @@ int main(void) {
     perror("mkdtemp");
     return EXIT_FAILURE;
   }
-  SRunner *runner = srunner_create(maildir_suite());
-  srunner_run_all(runner, CK_NORMAL);
-  int failed = srunner_ntests_failed(runner);
-  srunner_free(runner);
+  int failed = check_run(maildir_suite());
   nftw(base_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_run.h"
 #include "outbuf.h"
 
 START_TEST(append_take_release_in_order) {
@@ -88,9 +89,6 @@ int main(void) {
   tcase_add_test(tc, partial_release_keeps_the_rest);
   tcase_add_test(tc, reserve_and_commit);
   suite_add_tcase(s, tc);
-  SRunner *r = srunner_create(s);
-  srunner_run_all(r, CK_NORMAL);
-  int failed = srunner_ntests_failed(r);
-  srunner_free(r);
+  int failed = check_run(s);
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

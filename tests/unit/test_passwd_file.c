@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check_run.h"
 #include "module_harness.h"
 
 /* One base directory for the whole run, made and removed by the parent
@@ -646,9 +647,6 @@ int main(void) {
   tcase_add_test(tc, file_with_only_bad_lines_after_reload_still_loads);
   tcase_add_test(tc, concurrent_operations_while_the_file_is_replaced);
   suite_add_tcase(s, tc);
-  SRunner *r = srunner_create(s);
-  srunner_run_all(r, CK_NORMAL);
-  int failed = srunner_ntests_failed(r);
-  srunner_free(r);
+  int failed = check_run(s);
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

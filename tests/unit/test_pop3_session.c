@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "chain.h"
+#include "check_run.h"
 #include "config.h"
 #include "loader.h"
 #include "pop3_session.h"
@@ -565,10 +566,7 @@ int main(void) {
   tcase_add_checked_fixture(apop, setup_apop, teardown);
   tcase_add_test(apop, apop_logs_in_with_the_digest);
   suite_add_tcase(s, apop);
-  SRunner *r = srunner_create(s);
-  srunner_run_all(r, CK_NORMAL);
-  int failed = srunner_ntests_failed(r);
-  srunner_free(r);
+  int failed = check_run(s);
   loader_unload_all();
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,0 +1,16 @@
+/* Runs a Check suite the way every popkit test does, and returns how many
+ * of its tests failed. */
+#ifndef POPKIT_TEST_CHECK_RUN_H
+#define POPKIT_TEST_CHECK_RUN_H
+
+#include <check.h>
+
+static inline int check_run(Suite *suite) {
+  SRunner *runner = srunner_create(suite);
+  srunner_run_all(runner, CK_NORMAL);
+  int failed = srunner_ntests_failed(runner);
+  srunner_free(runner);
+  return failed;
+}
+
+#endif
