@@ -17,16 +17,6 @@ struct harness_config {
   size_t path_count;
 };
 
-struct harness_call {
-  union {
-    struct popkit_request base;
-    struct popkit_auth_request auth;
-    struct popkit_store_request store;
-  } req;
-  struct harness_result *out;
-  int done;
-};
-
 static struct harness *current; /* one operation at a time */
 /* The host contract lets a module log from any thread (a blocking module's
  * operations run on several pool threads), so appending to h->logs and
@@ -196,13 +186,13 @@ int harness_open(struct harness *h, const char *so_path, const char *config_json
   return rc;
 }
 
-void harness_close(struct harness *h) {
+int harness_close(struct harness *h) {
   struct harness_config *cfg = h->config;
   if (h->instance != NULL)
     h->descriptor->destroy(h->instance);
   h->instance = NULL;
   uv_run(&h->loop, UV_RUN_DEFAULT);
-  uv_loop_close(&h->loop);
+  int loop_rc = uv_loop_close(&h->loop);
   if (cfg != NULL) {
     json_decref(cfg->json);
     for (size_t i = 0; i < cfg->path_count; i++)
@@ -214,6 +204,7 @@ void harness_close(struct harness *h) {
     dlclose(h->dl);
   h->dl = NULL;
   set_current(NULL);
+  return loop_rc;
 }
 
 static void wait_done(struct harness *h, struct harness_call *call) {
@@ -221,33 +212,43 @@ static void wait_done(struct harness *h, struct harness_call *call) {
     uv_run(&h->loop, UV_RUN_ONCE);
 }
 
-enum popkit_result harness_auth(struct harness *h, enum popkit_request_kind kind,
-                                const char *user, const char *password,
-                                struct harness_result *out) {
-  struct harness_call call;
-  memset(&call, 0, sizeof call);
+void harness_auth_start(struct harness *h, struct harness_call *call,
+                        enum popkit_request_kind kind, const char *user,
+                        const char *password, struct harness_result *out) {
+  memset(call, 0, sizeof *call);
   memset(out, 0, sizeof *out);
   set_current(h);
-  call.out = out;
-  call.req.auth.base.magic = POPKIT_REQUEST_MAGIC;
-  call.req.auth.base.kind = kind;
-  call.req.auth.user = user;
-  call.req.auth.password = password;
-  call.req.auth.client_address = "127.0.0.1";
+  call->out = out;
+  call->req.auth.base.magic = POPKIT_REQUEST_MAGIC;
+  call->req.auth.base.kind = kind;
+  call->req.auth.user = user;
+  call->req.auth.password = password;
+  call->req.auth.client_address = "127.0.0.1";
   const struct popkit_auth_ops *ops = h->descriptor->auth;
   switch (kind) {
   case POPKIT_REQ_AUTH_LOOKUP:
-    ops->lookup(h->instance, &call.req.auth);
+    ops->lookup(h->instance, &call->req.auth);
     break;
   case POPKIT_REQ_AUTH_VERIFY_PLAIN:
-    ops->verify_plain(h->instance, &call.req.auth);
+    ops->verify_plain(h->instance, &call->req.auth);
     break;
   case POPKIT_REQ_AUTH_GET_CREDENTIAL:
-    ops->get_credential(h->instance, &call.req.auth);
+    ops->get_credential(h->instance, &call->req.auth);
     break;
   default:
     abort();
   }
+}
+
+void harness_cancel(struct harness *h, struct harness_call *call) {
+  h->descriptor->cancel(h->instance, &call->req.base);
+}
+
+enum popkit_result harness_auth(struct harness *h, enum popkit_request_kind kind,
+                                const char *user, const char *password,
+                                struct harness_result *out) {
+  struct harness_call call;
+  harness_auth_start(h, &call, kind, user, password, out);
   wait_done(h, &call);
   return out->result;
 }

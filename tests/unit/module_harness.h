@@ -7,6 +7,7 @@
 #ifndef POPKIT_TEST_MODULE_HARNESS_H
 #define POPKIT_TEST_MODULE_HARNESS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -35,17 +36,39 @@ struct harness {
   char logs[8192]; /* every line the module logged, for assertions */
 };
 
+/* One request handed to the module, and where its answer goes. */
+struct harness_call {
+  union {
+    struct popkit_request base;
+    struct popkit_auth_request auth;
+    struct popkit_store_request store;
+  } req; /* first: the host finds the call from the request */
+  struct harness_result *out;
+  int done; /* the module completed it (a second completion aborts) */
+};
+
 /* Loads the module at so_path and creates an instance from config_json
  * (relative paths resolve against base_dir). Returns 0, or nonzero with the
  * module's error in error. */
 int harness_open(struct harness *h, const char *so_path, const char *config_json,
                  const char *base_dir, char *error, size_t error_size);
-void harness_close(struct harness *h);
+/* Destroys the instance, runs the loop dry and closes it. Returns
+ * uv_loop_close()'s result: nonzero when the module left a handle open. */
+int harness_close(struct harness *h);
 
 /* Auth: kind is POPKIT_REQ_AUTH_LOOKUP, _VERIFY_PLAIN or _GET_CREDENTIAL. */
 enum popkit_result harness_auth(struct harness *h, enum popkit_request_kind kind,
                                 const char *user, const char *password,
                                 struct harness_result *out);
+
+/* Auth without waiting, for modules that answer later: several requests can
+ * be in flight, and harness_cancel() asks the module to finish one early.
+ * call and out must live until call->done; uv_run(&h->loop, ...) drives
+ * them. */
+void harness_auth_start(struct harness *h, struct harness_call *call,
+                        enum popkit_request_kind kind, const char *user,
+                        const char *password, struct harness_result *out);
+void harness_cancel(struct harness *h, struct harness_call *call);
 
 /* Store: fill the fields the kind needs in req (base is set here) and run
  * it. OPEN fills out's listing and leaves req->mailbox set. */
