@@ -10,6 +10,7 @@
  * its descriptor is loaded; config_check_module_keys() does the rest then.
  */
 #include "config.h"
+#include "config_reader.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,317 +35,14 @@
 /* Longest module name, as the loader accepts it. */
 #define CONFIG_MAX_MODULE_NAME 64
 
-/* Longest excerpt of user text (a key, a value) quoted in a message. */
-#define QUOTE_MAX_CHARS 80
-
-/* Where messages go and what they name while one file is parsed. */
-struct parser {
-  const char *name; /* the file name as the user gave it */
-  char *error;
-  size_t error_size;
-  struct config *config;
-};
-
-/* One listener's address in binary form, to find the same socket twice
- * whatever way each address was spelled ("::1" and "0:0::1"). */
-struct binary_address {
-  int family;
-  unsigned char bytes[16];
-};
-
-/* ---- Messages ------------------------------------------------------------ */
-
-/* Copies text for a message, escaping what would break a one-line message or
- * make it ambiguous (control characters, quotes and backslashes when quoted),
- * and cutting it at QUOTE_MAX_CHARS with "..." so a huge value cannot push
- * the useful part of the message out of the buffer. */
-static void escape_text(const char *text, bool quoted, char *out, size_t out_size) {
-  static const char hex[] = "0123456789abcdef";
-  size_t used = 0;
-  size_t shown = 0;
-  for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
-    char piece[5];
-    size_t piece_len;
-    bool starts_character = (*c & 0xc0) != 0x80;
-    if (starts_character && shown++ == QUOTE_MAX_CHARS) {
-      if (used + 4 <= out_size) {
-        memcpy(out + used, "...", 3);
-        used += 3;
-      }
-      break;
-    }
-    if (*c < 0x20 || *c == 0x7f) {
-      piece[0] = '\\';
-      piece[1] = 'x';
-      piece[2] = hex[*c >> 4];
-      piece[3] = hex[*c & 15];
-      piece_len = 4;
-    } else if (quoted && (*c == '"' || *c == '\\')) {
-      piece[0] = '\\';
-      piece[1] = (char)*c;
-      piece_len = 2;
-    } else {
-      piece[0] = (char)*c;
-      piece_len = 1;
-    }
-    if (used + piece_len + 1 > out_size) {
-      break;
-    }
-    memcpy(out + used, piece, piece_len);
-    used += piece_len;
-  }
-  if (out_size > 0) {
-    out[used] = '\0';
-  }
-}
-
-/* Is the key an identifier that reads well as ".key" in a JSON path? */
-static bool is_plain_key(const char *key) {
-  if (key[0] == '\0') {
-    return false;
-  }
-  for (const char *c = key; *c; c++) {
-    if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
-          (*c >= '0' && *c <= '9') || *c == '_' || *c == '-')) {
-      return false;
-    }
-  }
-  return true;
-}
-
-/* Writes "NAME: PATH.KEY: MESSAGE" into the caller's buffer. A key that is
- * not a plain identifier is shown in bracket notation, $["odd key"], so the
- * path stays unambiguous. Returns -EINVAL so callers can return it. */
-__attribute__((format(printf, 4, 5))) static int
-fail(struct parser *p, const char *path, const char *key, const char *fmt, ...) {
-  char key_text[QUOTE_MAX_CHARS * 4 + 16] = "";
-  if (key != NULL) {
-    bool plain = is_plain_key(key);
-    char escaped[QUOTE_MAX_CHARS * 4 + 8];
-    escape_text(key, !plain, escaped, sizeof escaped);
-    snprintf(key_text, sizeof key_text, plain ? ".%s" : "[\"%s\"]", escaped);
-  }
-  char message[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(message, sizeof message, fmt, ap);
-  va_end(ap);
-  snprintf(p->error, p->error_size, "%s: %s%s: %s", p->name, path, key_text, message);
-  return -EINVAL;
-}
-
-static int fail_no_memory(struct parser *p) {
-  snprintf(p->error, p->error_size, "%s: out of memory while reading the config",
-           p->name);
-  return -ENOMEM;
-}
-
-/* "a string", "an integer"...: what the user wrote, for "got ..." parts. */
-static const char *type_phrase(const json_t *value) {
-  switch (json_typeof(value)) {
-  case JSON_OBJECT:
-    return "an object";
-  case JSON_ARRAY:
-    return "an array";
-  case JSON_STRING:
-    return "a string";
-  case JSON_INTEGER:
-    return "an integer";
-  case JSON_REAL:
-    return "a number with a fraction or exponent";
-  case JSON_TRUE:
-    return "true";
-  case JSON_FALSE:
-    return "false";
-  case JSON_NULL:
-    return "null";
-  }
-  return "an unknown JSON value";
-}
-
-/* Joins a NULL-terminated list of names as "a, b, c" for "known: ..." and
- * "one of ..." parts; quote puts each name in double quotes. */
-static void join_names(const char *const *names, bool quote, char *out, size_t out_size) {
-  size_t used = 0;
-  out[0] = '\0';
-  for (size_t i = 0; names[i] != NULL && used < out_size; i++) {
-    int n = snprintf(out + used, out_size - used, "%s%s%s%s", i ? ", " : "",
-                     quote ? "\"" : "", names[i], quote ? "\"" : "");
-    if (n < 0) {
-      break;
-    }
-    used += (size_t)n;
-  }
-}
-
-/* ---- Typed getters ------------------------------------------------------- */
-
-/* Each getter leaves *out untouched when the key is absent (so the caller's
- * default stands) and returns 0, or -EINVAL with the message written. */
-
-static bool name_in(const char *name, const char *const *names) {
-  for (size_t i = 0; names[i] != NULL; i++) {
-    if (strcmp(name, names[i]) == 0) {
-      return true;
-    }
-  }
-  return false;
-}
-
-static int check_known_keys(struct parser *p, const json_t *object, const char *path,
-                            const char *const *known) {
-  const char *key;
-  json_t *value;
-  json_object_foreach((json_t *)object, key, value) {
-    if (!name_in(key, known)) {
-      char list[512];
-      join_names(known, false, list, sizeof list);
-      return fail(p, path, key, "unknown key (known: %s)", list);
-    }
-  }
-  return 0;
-}
-
-static int require_key(struct parser *p, const json_t *object, const char *path,
-                       const char *key, const char *what) {
-  if (json_object_get(object, key) == NULL) {
-    return fail(p, path, NULL, "missing the required key \"%s\" (%s)", key, what);
-  }
-  return 0;
-}
-
-static int expect_object(struct parser *p, const json_t *value, const char *path,
-                         const char *key) {
-  if (!json_is_object(value)) {
-    return fail(p, path, key, "expected an object, got %s", type_phrase(value));
-  }
-  return 0;
-}
-
-/* A non-empty string; `what` describes it, e.g. "a path (a non-empty string)". */
-static int get_string(struct parser *p, const json_t *object, const char *path,
-                      const char *key, const char *what, const char **out) {
-  const json_t *value = json_object_get(object, key);
-  if (value == NULL) {
-    return 0;
-  }
-  if (!json_is_string(value)) {
-    return fail(p, path, key, "expected %s, got %s", what, type_phrase(value));
-  }
-  if (json_string_length(value) == 0) {
-    return fail(p, path, key, "expected %s, got an empty string", what);
-  }
-  *out = json_string_value(value);
-  return 0;
-}
-
-static int get_integer(struct parser *p, const json_t *object, const char *path,
-                       const char *key, json_int_t min, json_int_t max, json_int_t *out) {
-  const json_t *value = json_object_get(object, key);
-  if (value == NULL) {
-    return 0;
-  }
-  if (!json_is_integer(value)) {
-    return fail(p, path, key, "expected an integer from %lld to %lld, got %s",
-                (long long)min, (long long)max, type_phrase(value));
-  }
-  json_int_t number = json_integer_value(value);
-  if (number < min || number > max) {
-    return fail(p, path, key, "expected an integer from %lld to %lld, got %lld",
-                (long long)min, (long long)max, (long long)number);
-  }
-  *out = number;
-  return 0;
-}
-
-static int get_boolean(struct parser *p, const json_t *object, const char *path,
-                       const char *key, bool *out) {
-  const json_t *value = json_object_get(object, key);
-  if (value == NULL) {
-    return 0;
-  }
-  if (!json_is_boolean(value)) {
-    return fail(p, path, key, "expected true or false, got %s", type_phrase(value));
-  }
-  *out = json_is_true(value);
-  return 0;
-}
-
-/* A string among `names`; *out becomes its index. */
-static int get_enum(struct parser *p, const json_t *object, const char *path,
-                    const char *key, const char *const *names, int *out) {
-  const json_t *value = json_object_get(object, key);
-  if (value == NULL) {
-    return 0;
-  }
-  char allowed[256];
-  join_names(names, true, allowed, sizeof allowed);
-  if (!json_is_string(value)) {
-    return fail(p, path, key, "expected one of %s, got %s", allowed, type_phrase(value));
-  }
-  for (int i = 0; names[i] != NULL; i++) {
-    if (strcmp(json_string_value(value), names[i]) == 0) {
-      *out = i;
-      return 0;
-    }
-  }
-  char got[QUOTE_MAX_CHARS * 4 + 8];
-  escape_text(json_string_value(value), true, got, sizeof got);
-  return fail(p, path, key, "expected one of %s, got \"%s\"", allowed, got);
-}
-
-/* A numeric IPv4 or IPv6 address. popkitd never resolves names: a listener
- * bound to whatever "localhost" resolved to at startup is a classic source
- * of servers that listen on the wrong family. */
-static int get_address(struct parser *p, const json_t *object, const char *path,
-                       const char *key, const char **out, struct binary_address *binary) {
-  const json_t *value = json_object_get(object, key);
-  if (value == NULL) {
-    return 0;
-  }
-  if (!json_is_string(value)) {
-    return fail(
-        p, path, key,
-        "expected a numeric IPv4 or IPv6 address such as 127.0.0.1 or ::1, got %s",
-        type_phrase(value));
-  }
-  const char *text = json_string_value(value);
-  memset(binary, 0, sizeof *binary);
-  if (inet_pton(AF_INET, text, binary->bytes) == 1) {
-    binary->family = AF_INET;
-  } else if (inet_pton(AF_INET6, text, binary->bytes) == 1) {
-    binary->family = AF_INET6;
-  } else if (strcasecmp(text, "localhost") == 0) {
-    return fail(
-        p, path, key,
-        "expected a numeric IP address, got \"localhost\": write 127.0.0.1 or ::1 "
-        "(popkitd does not resolve host names)");
-  } else {
-    char got[QUOTE_MAX_CHARS * 4 + 8];
-    escape_text(text, true, got, sizeof got);
-    return fail(p, path, key,
-                "expected a numeric IPv4 or IPv6 address such as 127.0.0.1 or ::1, got "
-                "\"%s\" (popkitd does not resolve host names)",
-                got);
-  }
-  *out = text;
-  return 0;
-}
-
-static bool same_socket(const struct binary_address *a, int a_port,
-                        const struct binary_address *b, int b_port) {
-  return a->family == b->family && a_port == b_port &&
-         memcmp(a->bytes, b->bytes, sizeof a->bytes) == 0;
-}
-
 /* ---- Sections ------------------------------------------------------------ */
 
 /* The host name goes into the greeting and the APOP challenge, so it must be
  * one token of printable ASCII: anything else would corrupt a reply line. */
-static int parse_hostname(struct parser *p, const json_t *root) {
+static int parse_hostname(struct config_parser *p, const json_t *root) {
   const char *hostname = NULL;
   const char *what = "a host name (1 to 255 printable ASCII characters, no spaces)";
-  int rc = get_string(p, root, "$", "hostname", what, &hostname);
+  int rc = config_get_string(p, root, "$", "hostname", what, &hostname);
   if (rc < 0) {
     return rc;
   }
@@ -356,8 +54,8 @@ static int parse_hostname(struct parser *p, const json_t *root) {
     }
     if (!printable) {
       char got[QUOTE_MAX_CHARS * 4 + 8];
-      escape_text(hostname, true, got, sizeof got);
-      return fail(p, "$", "hostname", "expected %s, got \"%s\"", what, got);
+      config_escape_text(hostname, true, got, sizeof got);
+      return config_fail(p, "$", "hostname", "expected %s, got \"%s\"", what, got);
     }
     p->config->hostname = strdup(hostname);
   } else {
@@ -367,27 +65,28 @@ static int parse_hostname(struct parser *p, const json_t *root) {
     }
     p->config->hostname = strdup(buffer);
   }
-  return p->config->hostname ? 0 : fail_no_memory(p);
+  return p->config->hostname ? 0 : config_fail_no_memory(p);
 }
 
-static int parse_listeners(struct parser *p, const json_t *list,
+static int parse_listeners(struct config_parser *p, const json_t *list,
                            struct binary_address **binaries_r) {
   static const char *const known[] = {"address", "port", "tls", "proxy_protocol", NULL};
   static const char *const tls_modes[] = {"none", "starttls", "implicit", NULL};
   const char *what = "a non-empty array of listeners such as "
                      "[{\"address\": \"127.0.0.1\", \"port\": 110}]";
   if (!json_is_array(list)) {
-    return fail(p, "$", "listen", "expected %s, got %s", what, type_phrase(list));
+    return config_fail(p, "$", "listen", "expected %s, got %s", what,
+                       config_type_phrase(list));
   }
   size_t count = json_array_size(list);
   if (count == 0) {
-    return fail(p, "$", "listen", "expected %s, got an empty array", what);
+    return config_fail(p, "$", "listen", "expected %s, got an empty array", what);
   }
   struct config *config = p->config;
   config->listen = calloc(count, sizeof *config->listen);
   *binaries_r = calloc(count, sizeof **binaries_r);
   if (config->listen == NULL || *binaries_r == NULL) {
-    return fail_no_memory(p);
+    return config_fail_no_memory(p);
   }
   config->listen_count = count;
   struct binary_address *binaries = *binaries_r;
@@ -397,90 +96,95 @@ static int parse_listeners(struct parser *p, const json_t *list,
     char path[64];
     snprintf(path, sizeof path, "$.listen[%zu]", i);
     int rc;
-    if ((rc = expect_object(p, item, path, NULL)) < 0 ||
-        (rc = check_known_keys(p, item, path, known)) < 0 ||
-        (rc = require_key(p, item, path, "address",
-                          "a numeric IP address such as 127.0.0.1 or ::1")) < 0 ||
-        (rc = require_key(p, item, path, "port", "an integer from 1 to 65535")) < 0) {
+    if ((rc = config_expect_object(p, item, path, NULL)) < 0 ||
+        (rc = config_check_known_keys(p, item, path, known)) < 0 ||
+        (rc = config_require_key(p, item, path, "address",
+                                 "a numeric IP address such as 127.0.0.1 or ::1")) < 0 ||
+        (rc = config_require_key(p, item, path, "port", "an integer from 1 to 65535")) <
+            0) {
       return rc;
     }
     const char *address = NULL;
     json_int_t port = 0;
     int tls = CONFIG_TLS_NONE;
     bool proxy_protocol = false;
-    if ((rc = get_address(p, item, path, "address", &address, &binaries[i])) < 0 ||
-        (rc = get_integer(p, item, path, "port", 1, 65535, &port)) < 0 ||
-        (rc = get_enum(p, item, path, "tls", tls_modes, &tls)) < 0 ||
-        (rc = get_boolean(p, item, path, "proxy_protocol", &proxy_protocol)) < 0) {
+    if ((rc = config_get_address(p, item, path, "address", &address, &binaries[i])) < 0 ||
+        (rc = config_get_integer(p, item, path, "port", 1, 65535, &port)) < 0 ||
+        (rc = config_get_enum(p, item, path, "tls", tls_modes, &tls)) < 0 ||
+        (rc = config_get_boolean(p, item, path, "proxy_protocol", &proxy_protocol)) < 0) {
       return rc;
     }
     listen->address = strdup(address);
     if (listen->address == NULL) {
-      return fail_no_memory(p);
+      return config_fail_no_memory(p);
     }
     listen->port = (int)port;
     listen->tls = (enum config_tls_mode)tls;
     listen->proxy_protocol = proxy_protocol;
     for (size_t j = 0; j < i; j++) {
-      if (same_socket(&binaries[i], listen->port, &binaries[j], config->listen[j].port)) {
-        return fail(p, path, NULL,
-                    "address %s port %d is already listed at $.listen[%zu]: each "
-                    "address and port can be listened on once",
-                    listen->address, listen->port, j);
+      if (config_same_socket(&binaries[i], listen->port, &binaries[j],
+                             config->listen[j].port)) {
+        return config_fail(p, path, NULL,
+                           "address %s port %d is already listed at $.listen[%zu]: each "
+                           "address and port can be listened on once",
+                           listen->address, listen->port, j);
       }
     }
   }
   return 0;
 }
 
-static int parse_tls(struct parser *p, const json_t *tls) {
+static int parse_tls(struct config_parser *p, const json_t *tls) {
   static const char *const known[] = {"certificate", "key", "priorities", NULL};
   const char *what = "a path (a non-empty string)";
   const char *certificate = NULL;
   const char *key = NULL;
   const char *priorities = NULL;
   int rc;
-  if ((rc = expect_object(p, tls, "$", "tls")) < 0 ||
-      (rc = check_known_keys(p, tls, "$.tls", known)) < 0 ||
-      (rc = get_string(p, tls, "$.tls", "certificate", what, &certificate)) < 0 ||
-      (rc = get_string(p, tls, "$.tls", "key", what, &key)) < 0 ||
-      (rc = get_string(p, tls, "$.tls", "priorities",
-                       "a GnuTLS priority string such as \"NORMAL\"", &priorities)) < 0) {
+  if ((rc = config_expect_object(p, tls, "$", "tls")) < 0 ||
+      (rc = config_check_known_keys(p, tls, "$.tls", known)) < 0 ||
+      (rc = config_get_string(p, tls, "$.tls", "certificate", what, &certificate)) < 0 ||
+      (rc = config_get_string(p, tls, "$.tls", "key", what, &key)) < 0 ||
+      (rc = config_get_string(p, tls, "$.tls", "priorities",
+                              "a GnuTLS priority string such as \"NORMAL\"",
+                              &priorities)) < 0) {
     return rc;
   }
   /* A certificate without its key (or the reverse) can never be loaded;
    * saying so here beats a GnuTLS error at the first handshake. */
   if ((certificate == NULL) != (key == NULL)) {
-    return fail(p, "$.tls", NULL, "\"certificate\" and \"key\" go together: %s",
-                certificate ? "add \"key\", the private key of the certificate"
-                            : "add \"certificate\", the certificate chain of the server");
+    return config_fail(p, "$.tls", NULL, "\"certificate\" and \"key\" go together: %s",
+                       certificate
+                           ? "add \"key\", the private key of the certificate"
+                           : "add \"certificate\", the certificate chain of the server");
   }
   struct config *config = p->config;
   if (certificate != NULL) {
     config->tls.certificate = config_resolve_path(config, certificate);
     config->tls.key = config_resolve_path(config, key);
     if (config->tls.certificate == NULL || config->tls.key == NULL) {
-      return fail_no_memory(p);
+      return config_fail_no_memory(p);
     }
   }
   if (priorities != NULL && (config->tls.priorities = strdup(priorities)) == NULL) {
-    return fail_no_memory(p);
+    return config_fail_no_memory(p);
   }
   return 0;
 }
 
 /* A listener that speaks TLS needs the certificate; reported at the
  * listener, since that is the line the user will look at. */
-static int check_listener_tls(struct parser *p) {
+static int check_listener_tls(struct config_parser *p) {
   static const char *const tls_modes[] = {"none", "starttls", "implicit"};
   struct config *config = p->config;
   for (size_t i = 0; i < config->listen_count; i++) {
     if (config->listen[i].tls != CONFIG_TLS_NONE && config->tls.certificate == NULL) {
       char path[64];
       snprintf(path, sizeof path, "$.listen[%zu]", i);
-      return fail(p, path, "tls",
-                  "\"%s\" needs a certificate: set $.tls.certificate and $.tls.key",
-                  tls_modes[config->listen[i].tls]);
+      return config_fail(
+          p, path, "tls",
+          "\"%s\" needs a certificate: set $.tls.certificate and $.tls.key",
+          tls_modes[config->listen[i].tls]);
     }
   }
   return 0;
@@ -488,40 +192,43 @@ static int check_listener_tls(struct parser *p) {
 
 static bool is_module_name(const char *name) {
   size_t length = strlen(name);
-  return length >= 1 && length <= CONFIG_MAX_MODULE_NAME && is_plain_key(name);
+  return length >= 1 && length <= CONFIG_MAX_MODULE_NAME && config_is_plain_key(name);
 }
 
 /* A module object: its name, and the decorator's `next`, recursively. The
  * other keys are the module's and are checked by config_check_module_keys()
  * once its descriptor is loaded. */
-static int parse_module(struct parser *p, json_t *object, const char *path,
+static int parse_module(struct config_parser *p, json_t *object, const char *path,
                         struct config_module *module) {
   module->json_path = strdup(path);
   if (module->json_path == NULL) {
-    return fail_no_memory(p);
+    return config_fail_no_memory(p);
   }
   if (!json_is_object(object)) {
-    return fail(p, path, NULL,
-                "expected a module object such as {\"module\": \"maildir\", ...}, got %s",
-                type_phrase(object));
+    return config_fail(
+        p, path, NULL,
+        "expected a module object such as {\"module\": \"maildir\", ...}, got %s",
+        config_type_phrase(object));
   }
-  int rc = require_key(p, object, path, "module", "the name of the module to load");
+  int rc =
+      config_require_key(p, object, path, "module", "the name of the module to load");
   if (rc < 0) {
     return rc;
   }
   const json_t *name = json_object_get(object, "module");
   const char *what = "a module name (1 to 64 characters of A-Z, a-z, 0-9, _ and -)";
   if (!json_is_string(name)) {
-    return fail(p, path, "module", "expected %s, got %s", what, type_phrase(name));
+    return config_fail(p, path, "module", "expected %s, got %s", what,
+                       config_type_phrase(name));
   }
   if (!is_module_name(json_string_value(name))) {
     char got[QUOTE_MAX_CHARS * 4 + 8];
-    escape_text(json_string_value(name), true, got, sizeof got);
-    return fail(p, path, "module", "expected %s, got \"%s\"", what, got);
+    config_escape_text(json_string_value(name), true, got, sizeof got);
+    return config_fail(p, path, "module", "expected %s, got \"%s\"", what, got);
   }
   module->name = strdup(json_string_value(name));
   if (module->name == NULL) {
-    return fail_no_memory(p);
+    return config_fail_no_memory(p);
   }
   module->json = object;
 
@@ -534,7 +241,7 @@ static int parse_module(struct parser *p, json_t *object, const char *path,
   module->next = calloc(1, sizeof *module->next);
   if (next_path == NULL || module->next == NULL) {
     free(next_path);
-    return fail_no_memory(p);
+    return config_fail_no_memory(p);
   }
   memcpy(next_path, path, path_length);
   memcpy(next_path + path_length, ".next", sizeof ".next");
@@ -543,20 +250,21 @@ static int parse_module(struct parser *p, json_t *object, const char *path,
   return rc;
 }
 
-static int parse_auth(struct parser *p, json_t *list) {
+static int parse_auth(struct config_parser *p, json_t *list) {
   const char *what = "a non-empty array of module objects such as "
                      "[{\"module\": \"passwd-file\", \"path\": \"users\"}]";
   if (!json_is_array(list)) {
-    return fail(p, "$", "auth", "expected %s, got %s", what, type_phrase(list));
+    return config_fail(p, "$", "auth", "expected %s, got %s", what,
+                       config_type_phrase(list));
   }
   size_t count = json_array_size(list);
   if (count == 0) {
-    return fail(p, "$", "auth", "expected %s, got an empty array", what);
+    return config_fail(p, "$", "auth", "expected %s, got an empty array", what);
   }
   struct config *config = p->config;
   config->auth = calloc(count, sizeof *config->auth);
   if (config->auth == NULL) {
-    return fail_no_memory(p);
+    return config_fail_no_memory(p);
   }
   config->auth_count = count;
   for (size_t i = 0; i < count; i++) {
@@ -570,7 +278,7 @@ static int parse_auth(struct parser *p, json_t *list) {
   return 0;
 }
 
-static int parse_limits(struct parser *p, const json_t *limits) {
+static int parse_limits(struct config_parser *p, const json_t *limits) {
   static const char *const known[] = {
       "max_line_bytes",     "login_timeout_s",     "idle_timeout_s",  "max_bad_commands",
       "shutdown_timeout_s", "output_buffer_bytes", "max_connections", NULL};
@@ -588,22 +296,22 @@ static int parse_limits(struct parser *p, const json_t *limits) {
    * minutes, and 600 is the default. Smaller values are accepted when set
    * explicitly, because tests cannot wait 10 minutes; a production config
    * with idle_timeout_s under 600 breaks RFC 1939. */
-  if ((rc = expect_object(p, limits, "$", "limits")) < 0 ||
-      (rc = check_known_keys(p, limits, path, known)) < 0 ||
-      (rc = get_integer(p, limits, path, "max_line_bytes", 512, 1048576,
-                        &max_line_bytes)) < 0 ||
-      (rc = get_integer(p, limits, path, "login_timeout_s", 1, 86400, &login_timeout_s)) <
-          0 ||
-      (rc = get_integer(p, limits, path, "idle_timeout_s", 1, 86400, &idle_timeout_s)) <
-          0 ||
-      (rc = get_integer(p, limits, path, "max_bad_commands", 1, 1000,
-                        &max_bad_commands)) < 0 ||
-      (rc = get_integer(p, limits, path, "shutdown_timeout_s", 0, 3600,
-                        &shutdown_timeout_s)) < 0 ||
-      (rc = get_integer(p, limits, path, "output_buffer_bytes", 4096, 16777216,
-                        &output_buffer_bytes)) < 0 ||
-      (rc = get_integer(p, limits, path, "max_connections", 1, 1000000,
-                        &max_connections)) < 0) {
+  if ((rc = config_expect_object(p, limits, "$", "limits")) < 0 ||
+      (rc = config_check_known_keys(p, limits, path, known)) < 0 ||
+      (rc = config_get_integer(p, limits, path, "max_line_bytes", 512, 1048576,
+                               &max_line_bytes)) < 0 ||
+      (rc = config_get_integer(p, limits, path, "login_timeout_s", 1, 86400,
+                               &login_timeout_s)) < 0 ||
+      (rc = config_get_integer(p, limits, path, "idle_timeout_s", 1, 86400,
+                               &idle_timeout_s)) < 0 ||
+      (rc = config_get_integer(p, limits, path, "max_bad_commands", 1, 1000,
+                               &max_bad_commands)) < 0 ||
+      (rc = config_get_integer(p, limits, path, "shutdown_timeout_s", 0, 3600,
+                               &shutdown_timeout_s)) < 0 ||
+      (rc = config_get_integer(p, limits, path, "output_buffer_bytes", 4096, 16777216,
+                               &output_buffer_bytes)) < 0 ||
+      (rc = config_get_integer(p, limits, path, "max_connections", 1, 1000000,
+                               &max_connections)) < 0) {
     return rc;
   }
   out->max_line_bytes = (size_t)max_line_bytes;
@@ -616,15 +324,15 @@ static int parse_limits(struct parser *p, const json_t *limits) {
   return 0;
 }
 
-static int parse_log(struct parser *p, const json_t *log) {
+static int parse_log(struct config_parser *p, const json_t *log) {
   static const char *const known[] = {"level", NULL};
   /* In the order of enum popkit_log_level. */
   static const char *const levels[] = {"debug", "info", "warning", "error", NULL};
   int level = (int)p->config->log_level;
   int rc;
-  if ((rc = expect_object(p, log, "$", "log")) < 0 ||
-      (rc = check_known_keys(p, log, "$.log", known)) < 0 ||
-      (rc = get_enum(p, log, "$.log", "level", levels, &level)) < 0) {
+  if ((rc = config_expect_object(p, log, "$", "log")) < 0 ||
+      (rc = config_check_known_keys(p, log, "$.log", known)) < 0 ||
+      (rc = config_get_enum(p, log, "$.log", "level", levels, &level)) < 0) {
     return rc;
   }
   p->config->log_level = (enum popkit_log_level)level;
@@ -633,7 +341,7 @@ static int parse_log(struct parser *p, const json_t *log) {
 
 /* The metrics endpoint; its address defaults to loopback so that turning it
  * on never exposes it to the network by accident. */
-static int parse_metrics(struct parser *p, const json_t *metrics,
+static int parse_metrics(struct config_parser *p, const json_t *metrics,
                          const struct binary_address *listen_binaries) {
   static const char *const known[] = {"address", "port", NULL};
   const char *path = "$.metrics";
@@ -642,25 +350,28 @@ static int parse_metrics(struct parser *p, const json_t *metrics,
   json_int_t port = 0;
   int rc;
   inet_pton(AF_INET, address, binary.bytes);
-  if ((rc = expect_object(p, metrics, "$", "metrics")) < 0 ||
-      (rc = check_known_keys(p, metrics, path, known)) < 0 ||
-      (rc = require_key(p, metrics, path, "port", "an integer from 1 to 65535")) < 0 ||
-      (rc = get_address(p, metrics, path, "address", &address, &binary)) < 0 ||
-      (rc = get_integer(p, metrics, path, "port", 1, 65535, &port)) < 0) {
+  if ((rc = config_expect_object(p, metrics, "$", "metrics")) < 0 ||
+      (rc = config_check_known_keys(p, metrics, path, known)) < 0 ||
+      (rc = config_require_key(p, metrics, path, "port", "an integer from 1 to 65535")) <
+          0 ||
+      (rc = config_get_address(p, metrics, path, "address", &address, &binary)) < 0 ||
+      (rc = config_get_integer(p, metrics, path, "port", 1, 65535, &port)) < 0) {
     return rc;
   }
   struct config *config = p->config;
   for (size_t i = 0; i < config->listen_count; i++) {
-    if (same_socket(&binary, (int)port, &listen_binaries[i], config->listen[i].port)) {
-      return fail(p, path, NULL,
-                  "address %s port %lld is already used by $.listen[%zu]: give the "
-                  "metrics endpoint a port of its own",
-                  address, (long long)port, i);
+    if (config_same_socket(&binary, (int)port, &listen_binaries[i],
+                           config->listen[i].port)) {
+      return config_fail(
+          p, path, NULL,
+          "address %s port %lld is already used by $.listen[%zu]: give the "
+          "metrics endpoint a port of its own",
+          address, (long long)port, i);
     }
   }
   config->metrics.address = strdup(address);
   if (config->metrics.address == NULL) {
-    return fail_no_memory(p);
+    return config_fail_no_memory(p);
   }
   config->metrics.port = (int)port;
   return 0;
@@ -690,7 +401,7 @@ static void set_defaults(struct config *config) {
   };
 }
 
-static int parse_root(struct parser *p, json_t *root) {
+static int parse_root(struct config_parser *p, json_t *root) {
   static const char *const known[] = {"hostname", "modules_dir", "workers",        "user",
                                       "listen",   "tls",         "plaintext_auth", "apop",
                                       "auth",     "store",       "limits",         "log",
@@ -701,16 +412,17 @@ static int parse_root(struct parser *p, json_t *root) {
   struct binary_address *listen_binaries = NULL;
   int rc;
   if (!json_is_object(root)) {
-    return fail(p, "$", NULL, "expected the config object {...}, got %s",
-                type_phrase(root));
+    return config_fail(p, "$", NULL, "expected the config object {...}, got %s",
+                       config_type_phrase(root));
   }
   set_defaults(config);
-  if ((rc = check_known_keys(p, root, "$", known)) < 0 ||
-      (rc = require_key(p, root, "$", "listen",
-                        "a non-empty array of {\"address\", \"port\"} objects")) < 0 ||
-      (rc = require_key(p, root, "$", "auth", "a non-empty array of module objects")) <
+  if ((rc = config_check_known_keys(p, root, "$", known)) < 0 ||
+      (rc = config_require_key(p, root, "$", "listen",
+                               "a non-empty array of {\"address\", \"port\"} objects")) <
           0 ||
-      (rc = require_key(p, root, "$", "store", "a module object")) < 0 ||
+      (rc = config_require_key(p, root, "$", "auth",
+                               "a non-empty array of module objects")) < 0 ||
+      (rc = config_require_key(p, root, "$", "store", "a module object")) < 0 ||
       (rc = parse_hostname(p, root)) < 0) {
     return rc;
   }
@@ -719,20 +431,20 @@ static int parse_root(struct parser *p, json_t *root) {
   const char *user = NULL;
   json_int_t workers = config->workers;
   int plaintext_auth = (int)config->plaintext_auth;
-  if ((rc = get_string(p, root, "$", "modules_dir", "a path (a non-empty string)",
-                       &modules_dir)) < 0 ||
-      (rc = get_integer(p, root, "$", "workers", 1, 256, &workers)) < 0 ||
-      (rc = get_string(p, root, "$", "user", "a user name (a non-empty string)", &user)) <
-          0 ||
-      (rc = get_enum(p, root, "$", "plaintext_auth", plaintext_modes, &plaintext_auth)) <
-          0 ||
-      (rc = get_boolean(p, root, "$", "apop", &config->apop)) < 0) {
+  if ((rc = config_get_string(p, root, "$", "modules_dir", "a path (a non-empty string)",
+                              &modules_dir)) < 0 ||
+      (rc = config_get_integer(p, root, "$", "workers", 1, 256, &workers)) < 0 ||
+      (rc = config_get_string(p, root, "$", "user", "a user name (a non-empty string)",
+                              &user)) < 0 ||
+      (rc = config_get_enum(p, root, "$", "plaintext_auth", plaintext_modes,
+                            &plaintext_auth)) < 0 ||
+      (rc = config_get_boolean(p, root, "$", "apop", &config->apop)) < 0) {
     return rc;
   }
   config->modules_dir = config_resolve_path(config, modules_dir);
   if (config->modules_dir == NULL ||
       (user != NULL && (config->user = strdup(user)) == NULL)) {
-    return fail_no_memory(p);
+    return config_fail_no_memory(p);
   }
   config->workers = (unsigned)workers;
   config->plaintext_auth = (enum config_plaintext_auth)plaintext_auth;
@@ -774,23 +486,23 @@ static int load_text(const char *text, size_t length, const char *name, char *ba
                      struct config **config_r, char *error, size_t error_size) {
   *config_r = NULL;
   struct config *config = calloc(1, sizeof *config);
-  struct parser p = {
+  struct config_parser p = {
       .name = name, .error = error, .error_size = error_size, .config = config};
   if (config == NULL) {
     free(base_dir);
-    return fail_no_memory(&p);
+    return config_fail_no_memory(&p);
   }
   config->base_dir = base_dir;
   config->file = strdup(name);
   if (config->file == NULL) {
     config_free(config);
-    return fail_no_memory(&p);
+    return config_fail_no_memory(&p);
   }
   json_error_t json_error;
   config->root = json_loadb(text, length, JSON_REJECT_DUPLICATES, &json_error);
   if (config->root == NULL) {
     char escaped[sizeof json_error.text * 4];
-    escape_text(json_error.text, false, escaped, sizeof escaped);
+    config_escape_text(json_error.text, false, escaped, sizeof escaped);
     snprintf(error, error_size, "%s:%d:%d: %s", name, json_error.line, json_error.column,
              escaped);
     config_free(config);
@@ -945,41 +657,42 @@ void config_free(struct config *config) {
 
 /* ---- Module keys and paths ----------------------------------------------- */
 
-static int check_module_value(struct parser *p, const struct config_module *module,
+static int check_module_value(struct config_parser *p, const struct config_module *module,
                               const char *key, const json_t *value, uint32_t type) {
   switch (type) {
   case POPKIT_CONFIG_STRING:
     if (!json_is_string(value)) {
-      return fail(p, module->json_path, key, "expected a string, got %s",
-                  type_phrase(value));
+      return config_fail(p, module->json_path, key, "expected a string, got %s",
+                         config_type_phrase(value));
     }
     return 0;
   case POPKIT_CONFIG_PATH:
     if (!json_is_string(value)) {
-      return fail(p, module->json_path, key,
-                  "expected a path (a non-empty string), got %s", type_phrase(value));
+      return config_fail(p, module->json_path, key,
+                         "expected a path (a non-empty string), got %s",
+                         config_type_phrase(value));
     }
     if (json_string_length(value) == 0) {
-      return fail(p, module->json_path, key,
-                  "expected a path (a non-empty string), got an empty string");
+      return config_fail(p, module->json_path, key,
+                         "expected a path (a non-empty string), got an empty string");
     }
     return 0;
   case POPKIT_CONFIG_INTEGER:
     if (!json_is_integer(value)) {
-      return fail(p, module->json_path, key, "expected an integer, got %s",
-                  type_phrase(value));
+      return config_fail(p, module->json_path, key, "expected an integer, got %s",
+                         config_type_phrase(value));
     }
     return 0;
   case POPKIT_CONFIG_BOOLEAN:
     if (!json_is_boolean(value)) {
-      return fail(p, module->json_path, key, "expected true or false, got %s",
-                  type_phrase(value));
+      return config_fail(p, module->json_path, key, "expected true or false, got %s",
+                         config_type_phrase(value));
     }
     return 0;
   }
   /* A broken descriptor, not a user mistake, but the user is the one who
    * has to hear about it. */
-  return fail(
+  return config_fail(
       p, module->json_path, key,
       "module %s declares this key with an unknown type %u: the module is broken, "
       "rebuild it against this popkitd's include/popkit",
@@ -990,9 +703,9 @@ int config_check_module_keys(const struct config *config,
                              const struct config_module *module,
                              const struct popkit_config_key *keys, char *error,
                              size_t error_size) {
-  struct parser p = {.name = config && config->file ? config->file : "config",
-                     .error = error,
-                     .error_size = error_size};
+  struct config_parser p = {.name = config && config->file ? config->file : "config",
+                            .error = error,
+                            .error_size = error_size};
   const char *key;
   json_t *value;
   json_object_foreach(module->json, key, value) {
@@ -1016,12 +729,13 @@ int config_check_module_keys(const struct config *config,
         used += n > 0 ? (size_t)n : 0;
       }
       if (list[0] == '\0') {
-        return fail(&p, module->json_path, key,
-                    "unknown key for module %s (it takes no settings besides \"module\")",
-                    module->name);
+        return config_fail(
+            &p, module->json_path, key,
+            "unknown key for module %s (it takes no settings besides \"module\")",
+            module->name);
       }
-      return fail(&p, module->json_path, key, "unknown key for module %s (known: %s)",
-                  module->name, list);
+      return config_fail(&p, module->json_path, key,
+                         "unknown key for module %s (known: %s)", module->name, list);
     }
     int rc = check_module_value(&p, module, key, value, declared->type);
     if (rc < 0) {
@@ -1030,8 +744,8 @@ int config_check_module_keys(const struct config *config,
   }
   for (size_t i = 0; keys != NULL && keys[i].name != NULL; i++) {
     if (keys[i].required && json_object_get(module->json, keys[i].name) == NULL) {
-      return fail(&p, module->json_path, NULL, "module %s needs the key \"%s\"",
-                  module->name, keys[i].name);
+      return config_fail(&p, module->json_path, NULL, "module %s needs the key \"%s\"",
+                         module->name, keys[i].name);
     }
   }
   return 0;
