@@ -62,9 +62,9 @@ static enum popkit_result store_call(struct delivery *d, enum popkit_request_kin
     snprintf(why, why_size, "out of memory");
     return POPKIT_TEMPFAIL;
   }
-  struct popkit_request head = req->pub.base;
+  /* The caller's fields, under the header the chain gave the request. */
+  fields->base = req->pub.base;
   req->pub.store = *fields;
-  req->pub.base = head;
   chain_submit(req);
   wait_for(d);
   enum popkit_result r = req->result;
