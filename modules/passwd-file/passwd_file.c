@@ -9,6 +9,7 @@
  * Config: {"module": "passwd-file", "path": "/etc/popkit/users"}.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,8 +67,11 @@ static void passwd_file_destroy(void *instance) {
   free(pf);
 }
 
-static void passwd_file_lookup(void *instance, struct popkit_auth_request *req) {
-  struct passwd_file *pf = instance;
+/* LOOKUP and GET_CREDENTIAL: the user's identity, and for GET_CREDENTIAL
+ * the hash exactly as the file has it (popkitd decides which mechanisms it
+ * can serve from it). */
+static void answer_user(struct passwd_file *pf, struct popkit_auth_request *req,
+                        bool with_credential) {
   struct passwd_snapshot *snapshot = passwd_source_acquire(pf->source, &req->base);
   const struct passwd_entry *entry = passwd_table_find(snapshot->table, req->user);
   enum popkit_result result = POPKIT_NOT_FOUND;
@@ -75,13 +79,18 @@ static void passwd_file_lookup(void *instance, struct popkit_auth_request *req) 
   if (entry != NULL) {
     result = POPKIT_OK;
     text = NULL;
-    if (pf->host->auth_set_identity(req, entry->user) < 0) {
+    if (pf->host->auth_set_identity(req, entry->user) < 0 ||
+        (with_credential && pf->host->auth_set_credential(req, entry->hash) < 0)) {
       result = POPKIT_TEMPFAIL;
       text = "out of memory";
     }
   }
   passwd_source_release(pf->source, snapshot);
   pf->host->complete(&req->base, result, text);
+}
+
+static void passwd_file_lookup(void *instance, struct popkit_auth_request *req) {
+  answer_user(instance, req, false);
 }
 
 /* Checks the password against the dummy hash and forgets the outcome. This
@@ -140,24 +149,7 @@ static void passwd_file_verify_plain(void *instance, struct popkit_auth_request 
 }
 
 static void passwd_file_get_credential(void *instance, struct popkit_auth_request *req) {
-  struct passwd_file *pf = instance;
-  struct passwd_snapshot *snapshot = passwd_source_acquire(pf->source, &req->base);
-  const struct passwd_entry *entry = passwd_table_find(snapshot->table, req->user);
-  enum popkit_result result = POPKIT_NOT_FOUND;
-  const char *text = "no such user in the passwd-file";
-  if (entry != NULL) {
-    result = POPKIT_OK;
-    text = NULL;
-    /* The hash goes out exactly as the file has it; popkitd decides which
-     * mechanisms it can serve from it. */
-    if (pf->host->auth_set_identity(req, entry->user) < 0 ||
-        pf->host->auth_set_credential(req, entry->hash) < 0) {
-      result = POPKIT_TEMPFAIL;
-      text = "out of memory";
-    }
-  }
-  passwd_source_release(pf->source, snapshot);
-  pf->host->complete(&req->base, result, text);
+  answer_user(instance, req, true);
 }
 
 static const struct popkit_auth_ops passwd_file_auth_ops = {
