@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -278,49 +279,68 @@ static int parse_auth(struct config_parser *p, json_t *list) {
   return 0;
 }
 
+/* Every numeric limit: its key, its range and where it lands. */
+struct limit_key {
+  const char *name;
+  json_int_t min, max;
+  size_t offset;
+  bool is_size; /* size_t field; otherwise unsigned */
+};
+
+#define LIMIT_U(name, min, max) {#name, min, max, offsetof(struct config_limits, name), false}
+#define LIMIT_SZ(name, min, max) {#name, min, max, offsetof(struct config_limits, name), true}
+
+/* RFC 1939 section 3 says an autologout timer MUST be at least 10 minutes,
+ * and 600 is the default. Smaller values are accepted when set explicitly,
+ * because tests cannot wait 10 minutes; a production config with
+ * idle_timeout_s under 600 breaks RFC 1939. A zero per-address or per-user
+ * cap means no cap. */
+static const struct limit_key limit_keys[] = {
+    LIMIT_SZ(max_line_bytes, 512, 1048576),
+    LIMIT_U(login_timeout_s, 1, 86400),
+    LIMIT_U(idle_timeout_s, 1, 86400),
+    LIMIT_U(max_bad_commands, 1, 1000),
+    LIMIT_U(shutdown_timeout_s, 0, 3600),
+    LIMIT_SZ(output_buffer_bytes, 4096, 16777216),
+    LIMIT_U(max_connections, 1, 1000000),
+    LIMIT_U(max_connections_per_ip, 0, 1000000),
+    LIMIT_U(max_sessions_per_user, 0, 1000000),
+    LIMIT_U(auth_failure_delay_ms, 0, 600000),
+    LIMIT_U(auth_failure_delay_max_ms, 0, 3600000),
+    LIMIT_U(auth_failure_forget_s, 1, 86400),
+};
+
 static int parse_limits(struct config_parser *p, const json_t *limits) {
-  static const char *const known[] = {
-      "max_line_bytes",     "login_timeout_s",     "idle_timeout_s",  "max_bad_commands",
-      "shutdown_timeout_s", "output_buffer_bytes", "max_connections", NULL};
+  static const char *known[sizeof limit_keys / sizeof limit_keys[0] + 2];
+  const size_t count = sizeof limit_keys / sizeof limit_keys[0];
   const char *path = "$.limits";
   struct config_limits *out = &p->config->limits;
-  json_int_t max_line_bytes = (json_int_t)out->max_line_bytes;
-  json_int_t login_timeout_s = out->login_timeout_s;
-  json_int_t idle_timeout_s = out->idle_timeout_s;
-  json_int_t max_bad_commands = out->max_bad_commands;
-  json_int_t shutdown_timeout_s = out->shutdown_timeout_s;
-  json_int_t output_buffer_bytes = (json_int_t)out->output_buffer_bytes;
-  json_int_t max_connections = out->max_connections;
+  for (size_t i = 0; i < count; i++)
+    known[i] = limit_keys[i].name;
+  known[count] = "exempt_loopback";
+  known[count + 1] = NULL;
   int rc;
-  /* RFC 1939 section 3 says an autologout timer MUST be at least 10
-   * minutes, and 600 is the default. Smaller values are accepted when set
-   * explicitly, because tests cannot wait 10 minutes; a production config
-   * with idle_timeout_s under 600 breaks RFC 1939. */
   if ((rc = config_expect_object(p, limits, "$", "limits")) < 0 ||
-      (rc = config_check_known_keys(p, limits, path, known)) < 0 ||
-      (rc = config_get_integer(p, limits, path, "max_line_bytes", 512, 1048576,
-                               &max_line_bytes)) < 0 ||
-      (rc = config_get_integer(p, limits, path, "login_timeout_s", 1, 86400,
-                               &login_timeout_s)) < 0 ||
-      (rc = config_get_integer(p, limits, path, "idle_timeout_s", 1, 86400,
-                               &idle_timeout_s)) < 0 ||
-      (rc = config_get_integer(p, limits, path, "max_bad_commands", 1, 1000,
-                               &max_bad_commands)) < 0 ||
-      (rc = config_get_integer(p, limits, path, "shutdown_timeout_s", 0, 3600,
-                               &shutdown_timeout_s)) < 0 ||
-      (rc = config_get_integer(p, limits, path, "output_buffer_bytes", 4096, 16777216,
-                               &output_buffer_bytes)) < 0 ||
-      (rc = config_get_integer(p, limits, path, "max_connections", 1, 1000000,
-                               &max_connections)) < 0) {
+      (rc = config_check_known_keys(p, limits, path, known)) < 0)
     return rc;
+  for (size_t i = 0; i < count; i++) {
+    const struct limit_key *k = &limit_keys[i];
+    char *field = (char *)out + k->offset;
+    json_int_t value = k->is_size ? (json_int_t) * (size_t *)field : *(unsigned *)field;
+    if ((rc = config_get_integer(p, limits, path, k->name, k->min, k->max, &value)) < 0)
+      return rc;
+    if (k->is_size)
+      *(size_t *)field = (size_t)value;
+    else
+      *(unsigned *)field = (unsigned)value;
   }
-  out->max_line_bytes = (size_t)max_line_bytes;
-  out->login_timeout_s = (unsigned)login_timeout_s;
-  out->idle_timeout_s = (unsigned)idle_timeout_s;
-  out->max_bad_commands = (unsigned)max_bad_commands;
-  out->shutdown_timeout_s = (unsigned)shutdown_timeout_s;
-  out->output_buffer_bytes = (size_t)output_buffer_bytes;
-  out->max_connections = (unsigned)max_connections;
+  if ((rc = config_get_boolean(p, limits, path, "exempt_loopback", &out->exempt_loopback)) <
+      0)
+    return rc;
+  if (out->auth_failure_delay_max_ms < out->auth_failure_delay_ms)
+    return config_fail(p, path, "auth_failure_delay_max_ms",
+                       "must be at least auth_failure_delay_ms (%u)",
+                       out->auth_failure_delay_ms);
   return 0;
 }
 
@@ -398,6 +418,12 @@ static void set_defaults(struct config *config) {
       .shutdown_timeout_s = 30,
       .output_buffer_bytes = 65536,
       .max_connections = 10000,
+      .max_connections_per_ip = 20,
+      .max_sessions_per_user = 10,
+      .auth_failure_delay_ms = 2000,
+      .auth_failure_delay_max_ms = 15000,
+      .auth_failure_forget_s = 900,
+      .exempt_loopback = true,
   };
 }
 

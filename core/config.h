@@ -53,6 +53,17 @@ struct config_limits {
   unsigned shutdown_timeout_s; /* SIGTERM grace; default 30 */
   size_t output_buffer_bytes;  /* write high-water mark; default 65536 */
   unsigned max_connections;    /* per worker; default 10000 */
+
+  /* Defence against guessing and hogging (0 turns a cap off). Connections
+   * from loopback are exempt from all of these while exempt_loopback is
+   * true (the default). */
+  unsigned max_connections_per_ip;    /* all workers; default 20; IPv6 by /64 */
+  unsigned max_sessions_per_user;     /* logged-in sessions; default 10 */
+  unsigned auth_failure_delay_ms;     /* after the first failure; default 2000 */
+  unsigned auth_failure_delay_max_ms; /* the delay doubles up to this; 15000 */
+  unsigned auth_failure_forget_s;     /* failures older than this are forgotten;
+                                         default 900 */
+  bool exempt_loopback;               /* default true */
 };
 
 struct config {

@@ -22,6 +22,7 @@
  *
  * ABI changelog:
  *   1.0  first ABI: descriptor, host table, auth and store roles.
+ *   1.1  host->password_verify: every password scheme popkitd reads.
  *
  * Threads: every function of a module is called on the thread of the worker
  * that created the instance, unless the module sets POPKIT_MODULE_BLOCKING,
@@ -42,7 +43,7 @@ extern "C" {
 #define POPKIT_MODULE_MAGIC 0x444d4b50u  /* "PKMD" in little-endian bytes */
 #define POPKIT_REQUEST_MAGIC 0x51524b50u /* "PKRQ" */
 #define POPKIT_ABI_MAJOR 1
-#define POPKIT_ABI_MINOR 0
+#define POPKIT_ABI_MINOR 1
 
 /* The name of the data symbol every module exports. */
 #define POPKIT_MODULE_SYMBOL "popkit_module"
@@ -72,6 +73,14 @@ enum popkit_result {
   POPKIT_TEMPFAIL = 3,  /* backend unreachable or busy: -ERR [SYS/TEMP] */
   POPKIT_PERMFAIL = 4,  /* broken mailbox or permissions: -ERR [SYS/PERM] */
   POPKIT_IN_USE = 5     /* mailbox locked by another session: [IN-USE] */
+};
+
+/* What host->password_verify says of a password. */
+enum popkit_password_check {
+  POPKIT_PASSWORD_MATCH = 0,    /* the password is right */
+  POPKIT_PASSWORD_MISMATCH = 1, /* the password is wrong */
+  POPKIT_PASSWORD_UNUSABLE = 2  /* no password can match: a locked entry
+                                   ("!", "*") or a scheme popkitd does not know */
 };
 
 /* Roles a module can play; a module may set both bits. */
@@ -226,6 +235,14 @@ struct popkit_host {
                             int64_t fallback);
   int (*config_boolean)(const struct popkit_config_object *cfg, const char *key,
                         int fallback);
+
+  /* ABI 1.1. Checks a plaintext password against a stored secret in any
+   * scheme popkitd reads: crypt(3) strings ("$y$", "$2b$", "$6$", "$5$",
+   * bare or as {CRYPT}, {SHA512-CRYPT}...), {PLAIN} and {SCRAM-SHA-256}.
+   * Takes the same time however much of the password is right. Returns an
+   * enum popkit_password_check value, or -ENOMEM. May cost milliseconds
+   * (that is the point of a slow hash): call it from a blocking module. */
+  int (*password_verify)(const char *stored, const char *password);
 };
 
 /* ---- Roles -------------------------------------------------------------- */

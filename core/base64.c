@@ -1,0 +1,2 @@
+/* Being written. */
+#include "base64.h"

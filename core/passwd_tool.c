@@ -1,0 +1,2 @@
+/* Being written: popkit-passwd. */
+int main(void) { return 1; }

@@ -1,0 +1,3 @@
+#ifndef POPKIT_CORE_TLS_H
+#define POPKIT_CORE_TLS_H
+#endif
