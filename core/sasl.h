@@ -41,11 +41,14 @@ enum sasl_step {
 struct sasl {
   enum sasl_mech mech;
   int stage;
-  char *user;       /* authentication identity */
-  char *password;   /* PLAIN, LOGIN; wiped by sasl_free */
-  char *challenge;  /* base64 text to send after "+ " ("" for an empty one) */
+  char *user;      /* authentication identity */
+  char *password;  /* PLAIN, LOGIN; wiped by sasl_free */
+  char *challenge; /* base64 text to send after "+ " ("" for an empty one) */
   const char *error;
   bool auth_failure;
+  /* With SASL_STEP_FAILED: the server failed (out of memory, a crypto
+   * error), not the client; answer -ERR [SYS/TEMP]. */
+  bool temp_failure;
   struct scram_server scram;
 };
 
@@ -56,7 +59,8 @@ const char *sasl_mech_name(enum sasl_mech mech);
  * so the plaintext policy applies to them. */
 bool sasl_mech_is_plaintext(enum sasl_mech mech);
 
-/* Starts an exchange. initial_response is the base64 text after the
+/* Starts an exchange; x needs no preparation, and every sasl_start is
+ * followed by one sasl_free. initial_response is the base64 text after the
  * mechanism name on the AUTH line (RFC 4959 style; "=" is an empty
  * response), or NULL when there was none. */
 enum sasl_step sasl_start(struct sasl *x, enum sasl_mech mech,
@@ -65,7 +69,8 @@ enum sasl_step sasl_start(struct sasl *x, enum sasl_mech mech,
  * response, or "*" to cancel. */
 enum sasl_step sasl_continue(struct sasl *x, const char *line);
 /* SCRAM: the stored credential of x->user ("{SCRAM-SHA-256}..." or
- * "{PLAIN}..."; any other scheme fails the exchange). */
+ * "{PLAIN}..."; any other scheme, or NULL for none, fails the exchange as
+ * an authentication failure). */
 enum sasl_step sasl_credential(struct sasl *x, const char *credential);
 
 void sasl_free(struct sasl *x);

@@ -20,8 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SCRAM_KEY_SIZE 32      /* SHA-256 */
-#define SCRAM_SALT_MAX 64      /* bytes, decoded */
+#define SCRAM_KEY_SIZE 32         /* SHA-256 */
+#define SCRAM_SALT_MAX 64         /* bytes, decoded */
 #define SCRAM_MIN_ITERATIONS 4096 /* RFC 7677 section 4 */
 #define SCRAM_MAX_ITERATIONS 10000000
 #define SCRAM_CREDENTIAL_PREFIX "{SCRAM-SHA-256}"
@@ -45,7 +45,8 @@ int scram_derive(const char *password, size_t password_len, const unsigned char 
 int scram_credential_parse(const char *text, struct scram_credential *out);
 
 /* Formats a credential with its prefix into out. Returns the length, or
- * -ENOSPC when out_size is too small (256 bytes always suffice). */
+ * -ENOSPC when out_size is too small (256 bytes always suffice), or -EINVAL
+ * for a salt_len above SCRAM_SALT_MAX. */
 int scram_credential_format(const struct scram_credential *cred, char *out,
                             size_t out_size);
 
@@ -57,26 +58,32 @@ bool scram_credential_matches(const struct scram_credential *cred, const char *p
 /* ---- The exchange ----------------------------------------------------- */
 
 enum scram_result {
-  SCRAM_CONTINUE = 0,   /* send the produced message and wait */
-  SCRAM_DONE = 1,       /* proof checked: send the produced server-final */
-  SCRAM_BAD_MESSAGE = -1, /* malformed client message: protocol error */
-  SCRAM_BAD_PROOF = -2,   /* the client does not know the password */
-  SCRAM_UNSUPPORTED = -3  /* channel binding required, or an authzid that
-                              differs from the user (not offered) */
+  SCRAM_CONTINUE = 0,       /* send the produced message and wait */
+  SCRAM_DONE = 1,           /* proof checked: send the produced server-final */
+  SCRAM_BAD_MESSAGE = -1,   /* malformed client message: protocol error */
+  SCRAM_BAD_PROOF = -2,     /* the client does not know the password */
+  SCRAM_UNSUPPORTED = -3,   /* channel binding required, or an authzid that
+                                differs from the user (not offered) */
+  SCRAM_INTERNAL_ERROR = -4 /* out of memory or a crypto failure: not the
+                               client's fault, try again later */
 };
 
 struct scram_server {
   int stage;
-  char *user;               /* the authcid, unescaped (=2C, =3D) */
-  char *client_first_bare;  /* kept for the AuthMessage */
+  char *user;              /* the authcid, unescaped (=2C, =3D) */
+  char *client_first_bare; /* kept for the AuthMessage */
   char *server_first;
-  char *gs2_header;         /* "n,," or "y,,", checked again in c= */
-  char nonce[128];          /* client nonce + server nonce */
+  char *gs2_header; /* as sent ("n,," or "y,," and maybe "a=USER"), checked again in c= */
+  char nonce[128];  /* client nonce + server nonce */
   struct scram_credential cred;
-  char *out;                /* the last produced message (not base64) */
+  char *out; /* the last produced message (not base64) */
   size_t out_len;
+  const char *error; /* after a negative result: why, in words fit
+                        for the client (a static string) */
 };
 
+/* Every exchange begins with init and ends with free. A negative result
+ * ends the exchange: any later call returns SCRAM_BAD_MESSAGE. */
 void scram_server_init(struct scram_server *x);
 void scram_server_free(struct scram_server *x); /* wipes keys */
 
