@@ -37,7 +37,9 @@ struct guard_addr {
   bool exempt; /* loopback while limits.exempt_loopback: no per-address limit */
 };
 
-/* limits is borrowed and must outlive the guard. Returns 0 or -ENOMEM. */
+/* limits is borrowed and must outlive the guard. Returns 0 or -ENOMEM
+ * (or -EIO when no random hash key could be drawn, or the error of
+ * pthread_mutex_init, negated). */
 int login_guard_new(const struct config_limits *limits, struct login_guard **guard_r);
 void login_guard_free(struct login_guard *g);
 
@@ -45,7 +47,8 @@ void guard_addr_init(const struct login_guard *g, const struct sockaddr *peer,
                      struct guard_addr *addr_r);
 
 /* A connection from addr begins. Returns 0 (counted), or -EUSERS when the
- * address already has max_connections_per_ip (nothing counted). */
+ * address already has max_connections_per_ip (nothing counted), or -ENOMEM
+ * when its entry could not be made (nothing counted: refuse the client). */
 int login_guard_connect(struct login_guard *g, const struct guard_addr *addr);
 /* ...and ends; once per successful login_guard_connect. */
 void login_guard_disconnect(struct login_guard *g, const struct guard_addr *addr);
@@ -55,14 +58,18 @@ void login_guard_disconnect(struct login_guard *g, const struct guard_addr *addr
 uint64_t login_guard_delay_ms(struct login_guard *g, const struct guard_addr *addr,
                               uint64_t now_ms);
 /* Records a failed login from addr and returns its penalty, the time the
- * -ERR answer waits (and every attempt from addr until then). */
+ * -ERR answer waits (and every attempt from addr until then). 0 when
+ * auth_failure_delay_ms is 0 (penalties off) or addr is exempt.
+ * login_guard_disconnect and login_guard_succeeded take no time: they judge
+ * whether a penalty is over by the latest now_ms any call was given. */
 uint64_t login_guard_failed(struct login_guard *g, const struct guard_addr *addr,
                             uint64_t now_ms);
 /* A login from addr succeeded: its failures are forgotten. */
 void login_guard_succeeded(struct login_guard *g, const struct guard_addr *addr);
 
 /* A session of user logs in. Returns 0, or -EUSERS when the user already
- * has max_sessions_per_user sessions (nothing counted). */
+ * has max_sessions_per_user sessions (nothing counted), or -ENOMEM (nothing
+ * counted). user is any string of bytes but NUL, compared exactly. */
 int login_guard_user_enter(struct login_guard *g, const char *user);
 void login_guard_user_leave(struct login_guard *g, const char *user);
 
