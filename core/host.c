@@ -8,6 +8,7 @@
 
 #include "chain.h"
 #include "log.h"
+#include "password.h"
 
 /* ---- Host functions ----------------------------------------------------- */
 
@@ -180,6 +181,7 @@ const struct popkit_host host_table = {
     .config_path = host_config_path,
     .config_integer = host_config_integer,
     .config_boolean = host_config_boolean,
+    .password_verify = password_verify,
 };
 
 /* ---- Instances ---------------------------------------------------------- */

@@ -1,10 +1,14 @@
 /*
  * passwd-file: an auth module that reads users and password hashes from a
- * text file (format in passwd_table.h, schemes in password_verify.h).
+ * text file (format in passwd_table.h). The file's secrets are checked by
+ * popkitd's host->password_verify (ABI 1.1), so this module reads every
+ * scheme popkitd knows without any code of its own for them, and hands the
+ * secret unchanged to popkitd for SCRAM and APOP.
  *
- * crypt() of a yescrypt or bcrypt hash takes tens of milliseconds, so the
- * module is POPKIT_MODULE_BLOCKING: popkitd runs every operation on libuv's
- * thread pool, and each one completes its request before it returns.
+ * Checking a yescrypt, bcrypt or SCRAM secret takes tens of milliseconds,
+ * so the module is POPKIT_MODULE_BLOCKING: popkitd runs every operation on
+ * libuv's thread pool, and each one completes its request before it
+ * returns.
  *
  * Config: {"module": "passwd-file", "path": "/etc/popkit/users"}.
  */
@@ -15,8 +19,8 @@
 #include <stdlib.h>
 
 #include "passwd_source.h"
-#include "password_verify.h"
 #include "popkit/module.h"
+#include "unknown_user.h"
 
 struct passwd_file {
   const struct popkit_host *host;
@@ -29,15 +33,19 @@ static const struct popkit_config_key config_keys[] = {
 };
 
 /* The host table must reach at least up to the last function this module
- * calls. */
-#define HOST_V1_SIZE                                                                     \
-  (offsetof(struct popkit_host, config_boolean) + sizeof(void (*)(void)))
+ * calls: password_verify, new in ABI 1.1. (The loader already refuses this
+ * module on an older popkitd, since its descriptor says 1.1; this guards a
+ * host that hands out a short table anyway.) */
+#define HOST_NEEDED_SIZE                                                                 \
+  (offsetof(struct popkit_host, password_verify) + sizeof(void (*)(void)))
 
 static int passwd_file_create(const struct popkit_module_args *args, void **instance_r,
                               char *error, size_t error_size) {
   const struct popkit_host *host = args->host;
-  if (args->struct_size < sizeof *args || host->struct_size < HOST_V1_SIZE) {
-    snprintf(error, error_size, "host tables older than ABI 1.0");
+  if (args->struct_size < sizeof *args || host->struct_size < HOST_NEEDED_SIZE) {
+    snprintf(
+        error, error_size,
+        "popkitd is older than this module: it needs ABI 1.1 (host->password_verify)");
     return -EINVAL;
   }
   const char *path = host->config_path(args->config, "path");
@@ -68,8 +76,8 @@ static void passwd_file_destroy(void *instance) {
 }
 
 /* LOOKUP and GET_CREDENTIAL: the user's identity, and for GET_CREDENTIAL
- * the hash exactly as the file has it (popkitd decides which mechanisms it
- * can serve from it). */
+ * the hash exactly as the file has it, whatever its scheme ({SCRAM-SHA-256},
+ * {PLAIN}, crypt): popkitd decides which mechanisms it can serve from it. */
 static void answer_user(struct passwd_file *pf, struct popkit_auth_request *req,
                         bool with_credential) {
   struct passwd_snapshot *snapshot = passwd_source_acquire(pf->source, &req->base);
@@ -93,16 +101,6 @@ static void passwd_file_lookup(void *instance, struct popkit_auth_request *req) 
   answer_user(instance, req, false);
 }
 
-/* Checks the password against the dummy hash and forgets the outcome. This
- * is the whole point of the dummy: an unknown user (or one whose hash no
- * password can match) then costs one crypt, as a known user does, so the
- * time of an answer does not tell a client which user names exist.
- * Returns 0 or -ENOMEM. */
-static int spend_dummy_check(const struct passwd_table *table, const char *password) {
-  enum password_check ignored;
-  return password_verify(passwd_table_dummy(table), password, &ignored);
-}
-
 static void passwd_file_verify_plain(void *instance, struct popkit_auth_request *req) {
   struct passwd_file *pf = instance;
   if (req->password == NULL) {
@@ -112,27 +110,29 @@ static void passwd_file_verify_plain(void *instance, struct popkit_auth_request 
   struct passwd_snapshot *snapshot = passwd_source_acquire(pf->source, &req->base);
   const struct passwd_entry *entry = passwd_table_find(snapshot->table, req->user);
   const char *path = passwd_source_path(pf->source);
+  const struct popkit_host *host = pf->host;
   enum popkit_result result;
   char text[512];
   text[0] = '\0';
   int rc;
   if (entry == NULL) {
-    rc = spend_dummy_check(snapshot->table, req->password);
+    rc = unknown_user_spend(host, snapshot->unknown_user_secret, req->password);
     result = POPKIT_NOT_FOUND;
     snprintf(text, sizeof text, "no such user in %s", path);
   } else {
-    enum password_check check;
-    rc = password_verify(entry->hash, req->password, &check);
-    if (rc == 0 && check == PASSWORD_MATCH) {
+    rc = host->password_verify(entry->hash, req->password);
+    if (rc == POPKIT_PASSWORD_MATCH) {
       result = POPKIT_OK;
-      rc = pf->host->auth_set_identity(req, entry->user);
-    } else if (rc == 0 && check == PASSWORD_MISMATCH) {
+      rc = host->auth_set_identity(req, entry->user);
+    } else if (rc == POPKIT_PASSWORD_MISMATCH) {
       result = POPKIT_FAIL;
       snprintf(text, sizeof text, "wrong password for the user of %s:%zu", path,
                entry->line);
     } else {
-      if (rc == 0)
-        rc = spend_dummy_check(snapshot->table, req->password);
+      /* A locked or unknown secret is refused without hashing: the
+       * stand-in check makes this answer cost what a real one does. */
+      if (rc >= 0)
+        rc = unknown_user_spend(host, snapshot->unknown_user_secret, req->password);
       result = POPKIT_FAIL;
       snprintf(text, sizeof text,
                "%s:%zu: the hash is locked or of an unknown scheme, no password "
@@ -145,7 +145,7 @@ static void passwd_file_verify_plain(void *instance, struct popkit_auth_request 
     result = POPKIT_TEMPFAIL;
     snprintf(text, sizeof text, "out of memory");
   }
-  pf->host->complete(&req->base, result, text[0] != '\0' ? text : NULL);
+  host->complete(&req->base, result, text[0] != '\0' ? text : NULL);
 }
 
 static void passwd_file_get_credential(void *instance, struct popkit_auth_request *req) {

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "unknown_user.h"
+
 /* What tells one version of the file from another. An editor that rewrites
  * the file in place changes size or mtime; `mv users.new users` changes the
  * inode; ctime catches a rewrite that kept size and mtime (touch -r). */
@@ -152,6 +154,11 @@ static int load_version(struct passwd_source *source, const struct popkit_reques
   struct warn_context context = {.source = source, .req = req};
   struct passwd_table *table;
   rc = passwd_table_parse(source->path, buffer, size, log_warning, &context, &table);
+  if (rc == 0) {
+    rc = unknown_user_secret(table, source->host, &snapshot->unknown_user_secret);
+    if (rc < 0)
+      passwd_table_free(table);
+  }
   if (rc < 0) {
     free(snapshot);
     return rc;

@@ -31,6 +31,9 @@ struct passwd_source;
 /* A table version held by one operation. */
 struct passwd_snapshot {
   const struct passwd_table *table;
+  /* What the password of an unknown user is checked against (see
+   * unknown_user.h); chosen once per version. */
+  const char *unknown_user_secret;
   size_t refs; /* guarded by the source's mutex */
 };
 

@@ -7,10 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "password_verify.h"
-
 struct passwd_table {
   char *buffer; /* the file's content; entries point into it */
+  size_t buffer_size;
   struct passwd_entry *entries;
   size_t count;
   /* Open addressing with linear probing: a slot holds an entry index + 1,
@@ -18,7 +17,6 @@ struct passwd_table {
    * probe sequence stays short. */
   uint32_t *slots;
   size_t slot_mask;
-  char *dummy;
 };
 
 struct parse_state {
@@ -150,18 +148,11 @@ static void parse_lines(struct passwd_table *table, struct parse_state *state,
   }
 }
 
-static int choose_dummy(struct passwd_table *table) {
-  for (size_t i = 0; i < table->count; i++) {
-    const char *model = password_crypt_string(table->entries[i].hash);
-    if (model == NULL)
-      continue;
-    int rc = password_make_dummy(model, &table->dummy);
-    /* -EINVAL: a locked or malformed hash; libxcrypt rejects those at once,
-     * so trying the next one is cheap. */
-    if (rc != -EINVAL)
-      return rc;
-  }
-  return password_make_dummy(NULL, &table->dummy);
+/* The file's content holds every user's secret, {PLAIN} passwords among
+ * them: it is wiped before its memory goes back to the allocator. */
+static void free_content(char *buffer, size_t size) {
+  explicit_bzero(buffer, size);
+  free(buffer);
 }
 
 int passwd_table_parse(const char *name, char *buffer, size_t size, passwd_warn_fn *warn,
@@ -169,7 +160,7 @@ int passwd_table_parse(const char *name, char *buffer, size_t size, passwd_warn_
   buffer[size] = '\0';
   size_t lines = count_lines(buffer, size);
   if (lines >= UINT32_MAX / 4) {
-    free(buffer);
+    free_content(buffer, size);
     return -EFBIG;
   }
   size_t slot_count = 16;
@@ -177,10 +168,11 @@ int passwd_table_parse(const char *name, char *buffer, size_t size, passwd_warn_
     slot_count *= 2;
   struct passwd_table *table = calloc(1, sizeof *table);
   if (table == NULL) {
-    free(buffer);
+    free_content(buffer, size);
     return -ENOMEM;
   }
   table->buffer = buffer;
+  table->buffer_size = size;
   table->entries = calloc(lines, sizeof *table->entries);
   table->slots = calloc(slot_count, sizeof *table->slots);
   table->slot_mask = slot_count - 1;
@@ -196,11 +188,6 @@ int passwd_table_parse(const char *name, char *buffer, size_t size, passwd_warn_
              name, state.warnings - PASSWD_MAX_WARNINGS);
     warn(context, text);
   }
-  int rc = choose_dummy(table);
-  if (rc < 0) {
-    passwd_table_free(table);
-    return rc;
-  }
   *table_r = table;
   return 0;
 }
@@ -208,10 +195,9 @@ int passwd_table_parse(const char *name, char *buffer, size_t size, passwd_warn_
 void passwd_table_free(struct passwd_table *table) {
   if (table == NULL)
     return;
-  free(table->buffer);
+  free_content(table->buffer, table->buffer_size);
   free(table->entries);
   free(table->slots);
-  free(table->dummy);
   free(table);
 }
 
@@ -226,6 +212,7 @@ size_t passwd_table_count(const struct passwd_table *table) {
   return table->count;
 }
 
-const char *passwd_table_dummy(const struct passwd_table *table) {
-  return table->dummy;
+const struct passwd_entry *passwd_table_entry(const struct passwd_table *table,
+                                              size_t index) {
+  return &table->entries[index];
 }

@@ -54,10 +54,8 @@ const struct passwd_entry *passwd_table_find(const struct passwd_table *table,
 
 size_t passwd_table_count(const struct passwd_table *table);
 
-/* The hash to check a password against when the user is not in the table
- * (see password_make_dummy): modelled on the first crypt hash libxcrypt
- * accepts, or a {PLAIN} one when the file has none, because then every
- * known user costs a plain comparison too. */
-const char *passwd_table_dummy(const struct passwd_table *table);
+/* The entries in file order: index is 0 to passwd_table_count() - 1. */
+const struct passwd_entry *passwd_table_entry(const struct passwd_table *table,
+                                              size_t index);
 
 #endif

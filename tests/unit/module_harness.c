@@ -10,6 +10,8 @@
 
 #include <jansson.h>
 
+#include "password.h"
+
 struct harness_config {
   json_t *json;
   char *base_dir;
@@ -147,11 +149,23 @@ static const struct popkit_host harness_host = {
     .config_path = host_config_path,
     .config_integer = host_config_integer,
     .config_boolean = host_config_boolean,
+    /* The core's own: a module test checks the module, not a stand-in for
+     * the schemes. */
+    .password_verify = password_verify,
 };
 
 int harness_open(struct harness *h, const char *so_path, const char *config_json,
                  const char *base_dir, char *error, size_t error_size) {
+  return harness_open_host_size(h, so_path, config_json, base_dir,
+                                (uint32_t)sizeof(struct popkit_host), error, error_size);
+}
+
+int harness_open_host_size(struct harness *h, const char *so_path,
+                           const char *config_json, const char *base_dir,
+                           uint32_t host_struct_size, char *error, size_t error_size) {
   memset(h, 0, sizeof *h);
+  h->host = harness_host;
+  h->host.struct_size = host_struct_size;
   set_current(h);
   h->dl = dlopen(so_path, RTLD_NOW | RTLD_LOCAL);
   if (h->dl == NULL) {
@@ -177,7 +191,7 @@ int harness_open(struct harness *h, const char *so_path, const char *config_json
   struct popkit_module_args args = {
       .struct_size = sizeof args,
       .worker_id = 0,
-      .host = &harness_host,
+      .host = &h->host,
       .self = NULL,
       .config = (const struct popkit_config_object *)cfg,
       .loop = &h->loop,

@@ -32,8 +32,9 @@ struct harness {
   const struct popkit_module_descriptor *descriptor;
   void *instance;
   uv_loop_t loop;
-  void *config;    /* struct harness_config */
-  char logs[8192]; /* every line the module logged, for assertions */
+  void *config;            /* struct harness_config */
+  struct popkit_host host; /* the table the module was given */
+  char logs[8192];         /* every line the module logged, for assertions */
 };
 
 /* One request handed to the module, and where its answer goes. */
@@ -52,6 +53,12 @@ struct harness_call {
  * module's error in error. */
 int harness_open(struct harness *h, const char *so_path, const char *config_json,
                  const char *base_dir, char *error, size_t error_size);
+/* The same, with a host table that claims host_struct_size bytes, as an
+ * older popkitd would hand out: for testing that a module refuses a host
+ * without the functions it needs. */
+int harness_open_host_size(struct harness *h, const char *so_path,
+                           const char *config_json, const char *base_dir,
+                           uint32_t host_struct_size, char *error, size_t error_size);
 /* Destroys the instance, runs the loop dry and closes it. Returns
  * uv_loop_close()'s result: nonzero when the module left a handle open. */
 int harness_close(struct harness *h);

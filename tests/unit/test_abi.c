@@ -98,7 +98,7 @@ END_TEST
 
 START_TEST(host_table_layout) {
   static const struct pin pins[] = {
-      SIZE(popkit_host, 80),
+      SIZE(popkit_host, 88),
       OFFSET(popkit_host, struct_size, 0),
       MEMBER_SIZE(popkit_host, struct_size, 4),
       OFFSET(popkit_host, abi_major, 4),
@@ -114,7 +114,9 @@ START_TEST(host_table_layout) {
       OFFSET(popkit_host, config_path, 56),
       OFFSET(popkit_host, config_integer, 64),
       OFFSET(popkit_host, config_boolean, 72),
-      MEMBER_SIZE(popkit_host, config_boolean, 8),
+      /* ABI 1.1 */
+      OFFSET(popkit_host, password_verify, 80),
+      MEMBER_SIZE(popkit_host, password_verify, 8),
   };
   CHECK_PINS(pins);
 }
@@ -224,13 +226,16 @@ START_TEST(constants) {
       {"POPKIT_MODULE_MAGIC", POPKIT_MODULE_MAGIC, 0x444d4b50u},
       {"POPKIT_REQUEST_MAGIC", POPKIT_REQUEST_MAGIC, 0x51524b50u},
       {"POPKIT_ABI_MAJOR", POPKIT_ABI_MAJOR, 1},
-      {"POPKIT_ABI_MINOR", POPKIT_ABI_MINOR, 0},
+      {"POPKIT_ABI_MINOR", POPKIT_ABI_MINOR, 1},
       {"POPKIT_OK", POPKIT_OK, 0},
       {"POPKIT_FAIL", POPKIT_FAIL, 1},
       {"POPKIT_NOT_FOUND", POPKIT_NOT_FOUND, 2},
       {"POPKIT_TEMPFAIL", POPKIT_TEMPFAIL, 3},
       {"POPKIT_PERMFAIL", POPKIT_PERMFAIL, 4},
       {"POPKIT_IN_USE", POPKIT_IN_USE, 5},
+      {"POPKIT_PASSWORD_MATCH", POPKIT_PASSWORD_MATCH, 0},
+      {"POPKIT_PASSWORD_MISMATCH", POPKIT_PASSWORD_MISMATCH, 1},
+      {"POPKIT_PASSWORD_UNUSABLE", POPKIT_PASSWORD_UNUSABLE, 2},
       {"POPKIT_ROLE_AUTH", POPKIT_ROLE_AUTH, 1},
       {"POPKIT_ROLE_STORE", POPKIT_ROLE_STORE, 2},
       {"POPKIT_MODULE_BLOCKING", POPKIT_MODULE_BLOCKING, 1},

@@ -1,6 +1,7 @@
 /*
- * passwd-file.so, driven through the module harness: schemes, the file
- * format, unknown users, and reloading when the file changes.
+ * passwd-file.so, driven through the module harness (whose host checks
+ * passwords with the core's password_verify): schemes, the file format,
+ * unknown users, and reloading when the file changes.
  */
 /* nftw() is an XSI function. */
 #define _XOPEN_SOURCE 700
@@ -21,6 +22,7 @@
 
 #include "check_run.h"
 #include "module_harness.h"
+#include "password.h"
 
 /* One base directory for the whole run, made and removed by the parent
  * process, so that it is cleaned up even after a test fails (Check skips a
@@ -399,7 +401,7 @@ START_TEST(unknown_user_is_not_found_for_every_operation) {
 END_TEST
 
 START_TEST(unknown_user_without_a_usable_crypt_hash_in_the_file) {
-  /* The dummy falls back to another model; the answer must not change. */
+  /* The stand-in falls back to another secret; the answer must not change. */
   open_users("locked:!\nplain:{PLAIN}whatever\n");
   assert_unknown_everywhere("mallory");
   harness_close(&h);
@@ -432,7 +434,140 @@ START_TEST(credential_is_the_stored_string_exactly) {
 }
 END_TEST
 
+/* ---- SCRAM secrets ------------------------------------------------------ */
+
+/* RFC 7677's example credential (password "pencil"), as Dovecot writes it. */
+static const char scram_pencil[] = "{SCRAM-SHA-256}4096,W22ZaJ0SNY7soEsUEjb6gQ==,"
+                                   "WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=,"
+                                   "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+
+START_TEST(scram_user_logs_in_with_user_pass) {
+  char *made = NULL;
+  ck_assert_int_eq(password_make(PASSWORD_SCRAM_SHA_256, "correct horse", 0, &made), 0);
+  char content[1024];
+  snprintf(content, sizeof content, "alice:%s\nbob:%s\n", scram_pencil, made);
+  open_users(content);
+  assert_verifies("alice", "pencil");
+  ck_assert_int_eq(verify("alice", "pencil "), POPKIT_FAIL);
+  ck_assert_int_eq(verify("alice", "Pencil"), POPKIT_FAIL);
+  ck_assert_int_eq(verify("alice", ""), POPKIT_FAIL);
+  ck_assert_str_eq(res->identity, "");
+  ck_assert_ptr_nonnull(strstr(res->log_text, "wrong password"));
+  ck_assert_ptr_nonnull(strstr(res->log_text, "users:1"));
+  assert_verifies("bob", "correct horse");
+  ck_assert_int_eq(verify("bob", "pencil"), POPKIT_FAIL);
+  /* Neither the keys nor a password reach the log. */
+  ck_assert_ptr_null(strstr(h.logs, "W22ZaJ0SNY7soEsUEjb6gQ"));
+  ck_assert_ptr_null(strstr(h.logs, "pencil"));
+  free(made);
+}
+END_TEST
+
+START_TEST(scram_credential_is_handed_over_unchanged) {
+  char content[1024];
+  snprintf(content, sizeof content, "alice:%s:1000:1000::/home/alice\n", scram_pencil);
+  open_users(content);
+  ck_assert_int_eq(credential("alice"), POPKIT_OK);
+  ck_assert_int_eq(res->credential_set, 1);
+  ck_assert_str_eq(res->credential, scram_pencil);
+  ck_assert_str_eq(res->identity, "alice");
+}
+END_TEST
+
+START_TEST(malformed_scram_secret_locks_the_user) {
+  open_users("alice:{SCRAM-SHA-256}4096,not base64,x,y\n");
+  ck_assert_int_eq(verify("alice", "pencil"), POPKIT_FAIL);
+  ck_assert_ptr_nonnull(strstr(res->log_text, "locked or of an unknown scheme"));
+  ck_assert_int_eq(lookup("alice"), POPKIT_OK);
+}
+END_TEST
+
+/* ---- what an answer costs ------------------------------------------------ */
+
+/* Every secret the module asked the host to check, in order. */
+static char checked[8][256];
+static size_t checked_count;
+
+static int counting_verify(const char *stored, const char *password) {
+  if (checked_count < 8)
+    snprintf(checked[checked_count], sizeof checked[0], "%s", stored);
+  checked_count++;
+  return password_verify(stored, password);
+}
+
+/* Opens the users file, then wraps the host's password check to record
+ * what it is asked (the module reads the table at each call). */
+static void open_users_counting(const char *content) {
+  open_users(content);
+  h.host.password_verify = counting_verify;
+  checked_count = 0;
+}
+
+START_TEST(unknown_and_locked_users_cost_one_check_like_known_ones) {
+  char content[1024];
+  snprintf(content, sizeof content, "locked:!\nodd:{SSHA}abc\nalice:%s\nbob:{PLAIN}b\n",
+           scram_pencil);
+  open_users_counting(content);
+
+  ck_assert_int_eq(verify("alice", "wrong"), POPKIT_FAIL);
+  ck_assert_uint_eq(checked_count, 1);
+  ck_assert_str_eq(checked[0], scram_pencil);
+
+  /* An unknown user: one check, against the first usable secret of the
+   * file (alice's, since the lines before it are locked). */
+  checked_count = 0;
+  ck_assert_int_eq(verify("mallory", "pencil"), POPKIT_NOT_FOUND);
+  ck_assert_uint_eq(checked_count, 1);
+  ck_assert_str_eq(checked[0], scram_pencil);
+  /* ...whose outcome is thrown away: the right password of the stand-in
+   * opens nothing. */
+  ck_assert_str_eq(res->identity, "");
+
+  /* A locked user: its own check is refused at once, so the stand-in's
+   * is spent as well. */
+  checked_count = 0;
+  ck_assert_int_eq(verify("odd", "pencil"), POPKIT_FAIL);
+  ck_assert_uint_eq(checked_count, 2);
+  ck_assert_str_eq(checked[0], "{SSHA}abc");
+  ck_assert_str_eq(checked[1], scram_pencil);
+}
+END_TEST
+
+START_TEST(stand_in_follows_the_file_when_it_changes) {
+  open_users_counting("alice:{PLAIN}a1\n");
+  ck_assert_int_eq(verify("mallory", "x"), POPKIT_NOT_FOUND);
+  ck_assert_str_eq(checked[0], "{PLAIN}a1");
+  char content[1024];
+  snprintf(content, sizeof content, "carol:%s\nalice:{PLAIN}a1\n", scram_pencil);
+  rewrite_users(content);
+  checked_count = 0;
+  ck_assert_int_eq(verify("mallory", "x"), POPKIT_NOT_FOUND);
+  /* The reload probes carol's secret once to find it usable; then the
+   * unknown user's password is checked against it. */
+  ck_assert_uint_eq(checked_count, 2);
+  ck_assert_str_eq(checked[1], scram_pencil);
+}
+END_TEST
+
 /* ---- create ------------------------------------------------------------- */
+
+START_TEST(host_without_password_verify_is_refused) {
+  /* An ABI 1.0 host table ends before password_verify. */
+  write_at(users_path, "alice:{PLAIN}a1\n");
+  char config[PATH_MAX + 64], error[512] = "";
+  snprintf(config, sizeof config, "{\"module\": \"passwd-file\", \"path\": \"%s\"}",
+           users_path);
+  uint32_t old_size = (uint32_t)offsetof(struct popkit_host, password_verify);
+  ck_assert_int_eq(
+      harness_open_host_size(&h, MODULE_PATH, config, dir, old_size, error, sizeof error),
+      -EINVAL);
+  ck_assert_ptr_nonnull(strstr(error, "ABI 1.1"));
+  ck_assert_ptr_null(h.instance);
+  /* The descriptor says 1.1, which popkitd's loader checks before this. */
+  ck_assert_uint_eq(h.descriptor->abi_major, 1);
+  ck_assert_uint_eq(h.descriptor->abi_minor, 1);
+}
+END_TEST
 
 START_TEST(missing_file_is_an_error_naming_the_path) {
   char config[PATH_MAX + 64], error[512] = "", expected[PATH_MAX + 128];
@@ -635,6 +770,12 @@ int main(void) {
   tcase_add_test(tc, unknown_user_is_not_found_for_every_operation);
   tcase_add_test(tc, unknown_user_without_a_usable_crypt_hash_in_the_file);
   tcase_add_test(tc, credential_is_the_stored_string_exactly);
+  tcase_add_test(tc, scram_user_logs_in_with_user_pass);
+  tcase_add_test(tc, scram_credential_is_handed_over_unchanged);
+  tcase_add_test(tc, malformed_scram_secret_locks_the_user);
+  tcase_add_test(tc, unknown_and_locked_users_cost_one_check_like_known_ones);
+  tcase_add_test(tc, stand_in_follows_the_file_when_it_changes);
+  tcase_add_test(tc, host_without_password_verify_is_refused);
   tcase_add_test(tc, missing_file_is_an_error_naming_the_path);
   tcase_add_test(tc, directory_instead_of_a_file_is_an_error);
   tcase_add_test(tc, relative_path_resolves_against_the_config_directory);
