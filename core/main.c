@@ -117,7 +117,7 @@ static void print_summary(const struct config *config) {
     char where[80];
     listener_format(&config->listen[i], where, sizeof where);
     printf("  listen %s (%s)\n", where,
-           config->listen[i].tls == CONFIG_TLS_NONE ? "plain" : "tls");
+           (const char *[]){"plain", "STLS", "implicit TLS"}[config->listen[i].tls]);
   }
   printf("  workers %u, modules from %s\n", config->workers, config->modules_dir);
   for (size_t i = 0; i < config->auth_count; i++)
@@ -127,11 +127,30 @@ static void print_summary(const struct config *config) {
 
 static struct worker *workers;
 static unsigned worker_count;
+static const struct config *running_config;
+static struct tls_store tls_store;
+
+/* SIGHUP: new certificates for new connections; running sessions keep the
+ * generation they started with. A bad file keeps the old generation. */
+static void reload_certificates(void) {
+  if (running_config->tls.certificate == NULL) {
+    log_info("SIGHUP: no TLS certificate configured, nothing to reload");
+    return;
+  }
+  char error[1024];
+  struct tls_context *ctx;
+  if (tls_context_new(running_config, &ctx, error, sizeof error) < 0) {
+    log_error("SIGHUP: keeping the current certificates: %s", error);
+    return;
+  }
+  tls_store_replace(&tls_store, ctx);
+  log_info("SIGHUP: reloaded %s for new connections (other settings need a restart)",
+           running_config->tls.certificate);
+}
 
 static void on_signal(uv_signal_t *sig, int signum) {
   if (signum == SIGHUP) {
-    log_info("SIGHUP: reloading is not supported yet; restart popkitd to apply a "
-             "new config");
+    reload_certificates();
     return;
   }
   log_info("%s: stopping: no new connections, sessions may finish",
@@ -144,13 +163,6 @@ static void on_signal(uv_signal_t *sig, int signum) {
 static int unsupported_features(const struct config *config, char *error,
                                 size_t error_size) {
   for (size_t i = 0; i < config->listen_count; i++) {
-    if (config->listen[i].tls != CONFIG_TLS_NONE) {
-      snprintf(error, error_size,
-               "%s: $.listen[%zu].tls: TLS listeners are not supported by this "
-               "build yet; use \"none\"",
-               config->file, i);
-      return -ENOTSUP;
-    }
     if (config->listen[i].proxy_protocol) {
       snprintf(error, error_size,
                "%s: $.listen[%zu].proxy_protocol: the PROXY protocol is not "
@@ -199,9 +211,15 @@ int main(int argc, char **argv) {
     setenv("UV_THREADPOOL_SIZE", size, 1);
   }
 
+  /* Certificates are read before privileges drop, so the key may stay
+   * readable by root only (a SIGHUP reload then needs it readable by
+   * "user"; README says so). */
+  struct tls_context *tls = NULL;
   int rc = unsupported_features(config, error, sizeof error);
   if (rc == 0)
     rc = check_modules(config, error, sizeof error);
+  if (rc == 0 && config->tls.certificate != NULL)
+    rc = tls_context_new(config, &tls, error, sizeof error);
   if (rc < 0) {
     fprintf(stderr, "popkitd: %s\n", error);
     config_free(config);
@@ -209,6 +227,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (opt.check_config) {
+    tls_context_unref(tls);
     print_summary(config);
     config_free(config);
     loader_unload_all();
@@ -237,9 +256,17 @@ int main(int argc, char **argv) {
   }
   if (geteuid() == 0)
     log_warning("popkitd runs as root: set \"user\" in the config so sessions do not");
+  running_config = config;
+  tls_store_init(&tls_store, tls);
+  struct login_guard *guard;
+  if (login_guard_new(&config->limits, &guard) < 0) {
+    fprintf(stderr, "popkitd: out of memory\n");
+    return 1;
+  }
+  const struct worker_shared shared = {.guard = guard, .tls = &tls_store};
   for (unsigned i = 0; i < worker_count; i++) {
-    if (worker_init(&workers[i], i, config, fds + (size_t)i * config->listen_count, error,
-                    sizeof error) < 0) {
+    if (worker_init(&workers[i], i, config, &shared, fds + (size_t)i * config->listen_count,
+                    error, sizeof error) < 0) {
       fprintf(stderr, "popkitd: %s\n", error);
       return 1;
     }
@@ -279,6 +306,8 @@ int main(int argc, char **argv) {
   uv_run(main_loop, UV_RUN_DEFAULT);
   uv_loop_close(main_loop);
   free(workers);
+  login_guard_free(guard);
+  tls_store_destroy(&tls_store);
   config_free(config);
   loader_unload_all();
   return 0;

@@ -33,9 +33,11 @@ void outbuf_free(struct outbuf *b);
 
 /* Appends bytes; on allocation failure sets b->failed and drops them. */
 void outbuf_append(struct outbuf *b, const void *data, size_t len);
-/* Appends a string literal without counting it by hand. */
+/* Appends a string literal without counting it by hand. The "" pasted in
+ * front makes anything but a literal a compile error (sizeof of a pointer
+ * would silently send 7 bytes). */
 #define outbuf_append_literal(b, literal)                                                \
-  outbuf_append((b), (literal), sizeof(literal) - 1)
+  outbuf_append((b), "" literal, sizeof(literal) - 1)
 
 void outbuf_printf(struct outbuf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

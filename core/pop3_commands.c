@@ -112,6 +112,21 @@ void pop3_write_capa(struct session *s) {
   outbuf_append_literal(&s->out, "TOP\r\n");
   if (session_plaintext_allowed(s))
     outbuf_append_literal(&s->out, "USER\r\n");
+  if (s->state != SESSION_TRANSACTION) {
+    /* RFC 2449: SASL lists what AUTH accepts here and now. */
+    bool any = false;
+    for (int m = 0; m < SASL_MECH_COUNT; m++) {
+      if (!pop3_auth_mech_offered(s, (enum sasl_mech)m))
+        continue;
+      outbuf_printf(&s->out, "%s%s", any ? " " : "SASL ",
+                    sasl_mech_name((enum sasl_mech)m));
+      any = true;
+    }
+    if (any)
+      outbuf_append_literal(&s->out, "\r\n");
+    if (s->tls_offered)
+      outbuf_append_literal(&s->out, "STLS\r\n");
+  }
   outbuf_append_literal(&s->out,
                         "UIDL\r\nPIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n");
   outbuf_append_literal(&s->out, "EXPIRE NEVER\r\n");
@@ -124,10 +139,20 @@ static void cmd_capa(struct session *s, struct pop3_args *a) {
     pop3_write_capa(s);
 }
 
+/* USER, PASS and AUTH PLAIN/LOGIN where passwords must not travel in
+ * clear: the answer says what to do instead. */
+void pop3_refuse_plaintext(struct session *s) {
+  if (s->tls_offered)
+    session_error(s, "[AUTH] Plaintext authentication is not allowed without TLS: "
+                     "send STLS first.");
+  else
+    session_error(s, "[AUTH] Plaintext authentication is not allowed on this "
+                     "connection: use TLS (POP3S, port 995).");
+}
+
 static void cmd_user(struct session *s, struct pop3_args *a) {
   if (!session_plaintext_allowed(s)) {
-    session_error(s, "[AUTH] Plaintext authentication is not allowed on this "
-                     "connection: use a TLS connection.");
+    pop3_refuse_plaintext(s);
     return;
   }
   /* RFC 1939 allows no spaces in a name, but some sites have them: take
@@ -147,8 +172,7 @@ static void cmd_user(struct session *s, struct pop3_args *a) {
 
 static void cmd_pass(struct session *s, struct pop3_args *a) {
   if (!session_plaintext_allowed(s)) {
-    session_error(s, "[AUTH] Plaintext authentication is not allowed on this "
-                     "connection: use a TLS connection.");
+    pop3_refuse_plaintext(s);
     return;
   }
   if (s->user == NULL) {
@@ -158,7 +182,7 @@ static void cmd_pass(struct session *s, struct pop3_args *a) {
   /* RFC 1939: the password is the rest of the line, spaces included. */
   char *user = s->user;
   s->user = NULL;
-  session_begin_login(s, POPKIT_REQ_AUTH_VERIFY_PLAIN, user, a->rest);
+  login_begin(s, POPKIT_REQ_AUTH_VERIFY_PLAIN, user, a->rest);
   explicit_bzero(a->rest, strlen(a->rest));
   free(user);
 }
@@ -170,7 +194,29 @@ static void cmd_apop(struct session *s, struct pop3_args *a) {
   }
   if (!want_args(s, a, 2, 2, "APOP name digest"))
     return;
-  session_begin_login(s, POPKIT_REQ_AUTH_GET_CREDENTIAL, a->v[0], a->v[1]);
+  login_begin(s, POPKIT_REQ_AUTH_GET_CREDENTIAL, a->v[0], a->v[1]);
+}
+
+static void cmd_auth(struct session *s, struct pop3_args *a) {
+  pop3_auth_command(s, a->rest);
+}
+
+/* RFC 2595 section 4. */
+static void cmd_stls(struct session *s, struct pop3_args *a) {
+  if (!s->tls_offered) {
+    session_error(s, s->secured ? "TLS is already active."
+                                : "STLS is not offered on this port.");
+    return;
+  }
+  if (!want_args(s, a, 0, 0, "STLS"))
+    return;
+  session_reply(s, "Begin TLS negotiation now.");
+  /* Commands pipelined after STLS arrived in clear, where anyone on the
+   * path could have put them: they are dropped, never run under TLS. */
+  line_parser_reset(&s->parser);
+  session_set_user(s, NULL);
+  s->state = SESSION_TLS_WAIT;
+  s->io->start_tls(s->io_ctx);
 }
 
 static void cmd_quit(struct session *s, struct pop3_args *a) {
@@ -272,6 +318,8 @@ static const struct pop3_command commands[] = {
     {"USER", IN_AUTHORIZATION, true, cmd_user},
     {"PASS", IN_AUTHORIZATION, true, cmd_pass},
     {"APOP", IN_AUTHORIZATION, false, cmd_apop},
+    {"AUTH", IN_AUTHORIZATION, true, cmd_auth},
+    {"STLS", IN_AUTHORIZATION, false, cmd_stls},
     {"QUIT", IN_AUTHORIZATION | IN_TRANSACTION, false, cmd_quit},
     {"STAT", IN_TRANSACTION, false, cmd_stat},
     {"LIST", IN_TRANSACTION, false, cmd_list},

@@ -16,7 +16,6 @@
  * block (ENCODER_BOUND(8192) == OUTBUF_BLOCK_SIZE). */
 #define RAW_CHUNK (OUTBUF_BLOCK_SIZE / 2)
 
-static void pump(struct session *s);
 static void send_more(struct session *s);
 
 /* ---- Logging and replies ------------------------------------------------ */
@@ -74,7 +73,7 @@ void session_error(struct session *s, const char *fmt, ...) {
   va_end(ap);
 }
 
-static void set_user(struct session *s, const char *user) {
+void session_set_user(struct session *s, const char *user) {
   free(s->user);
   s->user = user != NULL ? strdup(user) : NULL;
   if (user == NULL)
@@ -118,6 +117,7 @@ int session_init(struct session *s, const struct session_env *env,
       inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, s->client_ip,
                 sizeof s->client_ip);
     s->loopback = address_is_loopback(peer);
+    guard_addr_init(env->guard, peer, &s->addr);
   }
   return line_parser_init(&s->parser, env->config->limits.max_line_bytes);
 }
@@ -149,10 +149,24 @@ bool session_plaintext_allowed(const struct session *s) {
   return false;
 }
 
+void session_tls_ready(struct session *s, const char *description) {
+  s->secured = true;
+  session_log(s, POPKIT_LOG_INFO, "TLS established: %s", description);
+  if (s->tls_offered) {
+    /* STLS: whatever the client said in clear is forgotten. */
+    s->tls_offered = false;
+    session_set_user(s, NULL);
+    s->bad_commands = 0;
+  }
+  s->state = SESSION_AUTHORIZATION;
+}
+
 uint64_t session_timeout_ms(const struct session *s) {
   const struct config_limits *l = &s->env->config->limits;
   switch (s->state) {
+  case SESSION_TLS_WAIT:
   case SESSION_AUTHORIZATION:
+  case SESSION_SASL:
     return (uint64_t)l->login_timeout_s * 1000;
   case SESSION_TRANSACTION:
   case SESSION_SENDING:
@@ -186,10 +200,11 @@ void session_shutdown(struct session *s) {
   session_logout(s, "server shutting down");
 }
 
-static void maybe_release(struct session *s) {
+void session_maybe_release(struct session *s) {
   if (s->released || !s->finishing || s->pending != NULL || s->mailbox != NULL)
     return;
   s->released = true;
+  login_free(s);
   if (s->state != SESSION_LOGOUT || s->end_reason == NULL)
     s->end_reason = s->end_reason ? s->end_reason : "connection closed by client";
   session_log(s, POPKIT_LOG_INFO,
@@ -202,7 +217,7 @@ static void maybe_release(struct session *s) {
 static void on_close_done(struct core_request *req);
 
 /* Unlocks the mailbox; what follows depends on why (see on_close_done). */
-static void close_mailbox(struct session *s) {
+void session_close_mailbox(struct session *s) {
   struct core_request *req =
       chain_store_request(s->env->chain, POPKIT_REQ_STORE_CLOSE, s->id, on_close_done, s);
   if (req == NULL) {
@@ -210,7 +225,7 @@ static void close_mailbox(struct session *s) {
      * the module's lock dies with the process. */
     session_log(s, POPKIT_LOG_ERROR, "out of memory closing the mailbox");
     s->mailbox = NULL;
-    maybe_release(s);
+    session_maybe_release(s);
     return;
   }
   req->pub.store.mailbox = s->mailbox;
@@ -227,13 +242,14 @@ void session_finish(struct session *s) {
     return; /* its callback carries on */
   }
   if (s->mailbox != NULL) {
-    close_mailbox(s);
+    session_close_mailbox(s);
     return;
   }
-  maybe_release(s);
+  session_maybe_release(s);
 }
 
 void session_free(struct session *s) {
+  login_free(s);
   line_parser_free(&s->parser);
   outbuf_free(&s->out);
   listing_free(&s->listing);
@@ -251,7 +267,7 @@ char *session_input_space(struct session *s, size_t *size_r) {
 
 void session_input_received(struct session *s, size_t n) {
   line_buffer_received(&s->parser, n);
-  pump(s);
+  session_pump(s);
 }
 
 void session_input_eof(struct session *s) {
@@ -263,13 +279,14 @@ void session_input_eof(struct session *s) {
   if (s->pending != NULL && !line_parser_has_input(&s->parser) &&
       (s->state == SESSION_AUTH_WAIT || s->state == SESSION_OPEN_WAIT))
     chain_cancel(s->pending);
-  pump(s);
+  session_pump(s);
 }
 
 static bool ready_for_command(const struct session *s) {
   if (s->closing || s->pending != NULL)
     return false;
-  if (s->state != SESSION_AUTHORIZATION && s->state != SESSION_TRANSACTION)
+  if (s->state != SESSION_AUTHORIZATION && s->state != SESSION_TRANSACTION &&
+      s->state != SESSION_SASL)
     return false;
   /* Pipelined commands wait while the client is not reading our replies. */
   return outbuf_pending(&s->out) < s->env->config->limits.output_buffer_bytes;
@@ -277,7 +294,7 @@ static bool ready_for_command(const struct session *s) {
 
 /* Runs every complete command the state allows, then decides whether the
  * connection should keep reading. */
-static void pump(struct session *s) {
+void session_pump(struct session *s) {
   while (ready_for_command(s)) {
     char *line;
     size_t len;
@@ -287,7 +304,9 @@ static void pump(struct session *s) {
         session_logout(s, "connection closed by client");
       break;
     }
-    if (r == LINE_TOO_LONG)
+    if (s->state == SESSION_SASL)
+      pop3_auth_line(s, line, r == LINE_TOO_LONG);
+    else if (r == LINE_TOO_LONG)
       session_error(s, "Line too long (the limit is %zu octets).",
                     s->env->config->limits.max_line_bytes);
     else
@@ -313,190 +332,7 @@ void session_output_drained(struct session *s) {
     send_more(s);
     return;
   }
-  pump(s);
-}
-
-/* ---- Login -------------------------------------------------------------- */
-
-static void on_open_done(struct core_request *req);
-
-static bool apop_digest_matches(const struct session *s, const char *credential,
-                                const char *digest) {
-  static const char plain_prefix[] = "{PLAIN}";
-  if (strncmp(credential, plain_prefix, sizeof plain_prefix - 1) != 0)
-    return false;
-  const char *secret = credential + sizeof plain_prefix - 1;
-  size_t ts_len = strlen(s->apop_timestamp);
-  size_t secret_len = strlen(secret);
-  char *text = malloc(ts_len + secret_len + 1);
-  if (text == NULL)
-    return false;
-  memcpy(text, s->apop_timestamp, ts_len);
-  memcpy(text + ts_len, secret, secret_len);
-  unsigned char md5[16];
-  int rc = gnutls_hash_fast(GNUTLS_DIG_MD5, text, ts_len + secret_len, md5);
-  explicit_bzero(text, ts_len + secret_len);
-  free(text);
-  if (rc < 0 || strlen(digest) != 32)
-    return false;
-  static const char hex[] = "0123456789abcdef";
-  unsigned char diff = 0;
-  for (size_t i = 0; i < 16; i++) {
-    char hi = digest[2 * i] | 0x20, lo = digest[2 * i + 1] | 0x20;
-    diff |=
-        (unsigned char)(hi ^ hex[md5[i] >> 4]) | (unsigned char)(lo ^ hex[md5[i] & 15]);
-  }
-  return diff == 0;
-}
-
-static void login_failed(struct session *s, enum popkit_result result,
-                         const char *log_text) {
-  const char *why = log_text != NULL ? log_text : result_name(result);
-  switch (result) {
-  case POPKIT_TEMPFAIL:
-    session_log(s, POPKIT_LOG_WARNING, "login failed: backend unavailable: %s", why);
-    session_error(s, "[SYS/TEMP] Temporary authentication failure, try again later.");
-    break;
-  case POPKIT_PERMFAIL:
-    session_log(s, POPKIT_LOG_ERROR, "login failed: backend error: %s", why);
-    session_error(s, "[SYS/PERM] Authentication backend error.");
-    break;
-  default:
-    /* The line fail2ban matches: "auth failed ... ip=ADDR". */
-    session_log(s, POPKIT_LOG_WARNING, "auth failed: %s", why);
-    session_error(s, "[AUTH] Authentication failed.");
-    break;
-  }
-  set_user(s, NULL);
-  s->state = SESSION_AUTHORIZATION;
-}
-
-static void on_auth_done(struct core_request *req) {
-  struct session *s = req->data;
-  s->pending = NULL;
-  if (s->finishing) {
-    core_request_free(req);
-    maybe_release(s);
-    return;
-  }
-  if (req->canceled) {
-    session_log(s, POPKIT_LOG_INFO, "login abandoned: the client left");
-    core_request_free(req);
-    set_user(s, NULL);
-    s->state = SESSION_AUTHORIZATION;
-    pump(s);
-    return;
-  }
-  enum popkit_result result = req->result;
-  if (result == POPKIT_OK && req->pub.base.kind == POPKIT_REQ_AUTH_GET_CREDENTIAL) {
-    /* APOP: the chain handed back the credential; the check is ours. */
-    const char *digest = req->owned_string != NULL ? req->owned_string : "";
-    if (req->credential == NULL || !apop_digest_matches(s, req->credential, digest)) {
-      result = POPKIT_FAIL;
-      free(req->log_text);
-      req->log_text =
-          strdup(req->credential != NULL && strncmp(req->credential, "{PLAIN}", 7) != 0
-                     ? "APOP needs a {PLAIN} credential"
-                     : "APOP digest mismatch");
-    }
-  }
-  if (result != POPKIT_OK) {
-    login_failed(s, result == POPKIT_NOT_FOUND ? POPKIT_FAIL : result, req->log_text);
-    core_request_free(req);
-    pump(s);
-    return;
-  }
-  const char *identity =
-      req->identity != NULL && req->identity[0] != '\0' ? req->identity : s->user;
-  struct core_request *open =
-      chain_store_request(s->env->chain, POPKIT_REQ_STORE_OPEN, s->id, on_open_done, s);
-  char *identity_copy = open != NULL ? strdup(identity) : NULL;
-  core_request_free(req);
-  if (open == NULL || identity_copy == NULL) {
-    core_request_free(open);
-    free(identity_copy);
-    login_failed(s, POPKIT_TEMPFAIL, "out of memory");
-    pump(s);
-    return;
-  }
-  open->pub.store.identity = identity_copy;
-  open->owned_string = identity_copy;
-  s->pending = open;
-  s->state = SESSION_OPEN_WAIT;
-  chain_submit(open);
-}
-
-static void on_open_done(struct core_request *req) {
-  struct session *s = req->data;
-  s->pending = NULL;
-  if (req->result == POPKIT_OK)
-    s->mailbox = req->pub.store.mailbox;
-  if (s->finishing || (req->canceled && req->result != POPKIT_OK)) {
-    bool finishing = s->finishing;
-    core_request_free(req);
-    if (!finishing) {
-      set_user(s, NULL);
-      s->state = SESSION_AUTHORIZATION;
-      pump(s);
-    } else if (s->mailbox != NULL) {
-      close_mailbox(s);
-    } else {
-      maybe_release(s);
-    }
-    return;
-  }
-  switch (req->result) {
-  case POPKIT_OK:
-    s->listing = req->listing;
-    memset(&req->listing, 0, sizeof req->listing);
-    s->live_count = s->listing.count;
-    s->live_octets = 0;
-    for (size_t i = 0; i < s->listing.count; i++)
-      s->live_octets += s->listing.entries[i].size;
-    s->state = SESSION_TRANSACTION;
-    session_log(s, POPKIT_LOG_INFO, "logged in (%llu messages, %llu octets)",
-                (unsigned long long)s->live_count, (unsigned long long)s->live_octets);
-    session_reply(s, "Logged in, %llu messages (%llu octets).",
-                  (unsigned long long)s->live_count, (unsigned long long)s->live_octets);
-    break;
-  case POPKIT_IN_USE:
-    session_log(s, POPKIT_LOG_INFO, "mailbox in use by another session");
-    session_error(s, "[IN-USE] Mailbox is locked by another POP3 session.");
-    set_user(s, NULL);
-    s->state = SESSION_AUTHORIZATION;
-    break;
-  default:
-    session_log(s, POPKIT_LOG_ERROR, "opening the mailbox failed: %s: %s",
-                result_name(req->result), req->log_text ? req->log_text : "");
-    if (req->result == POPKIT_TEMPFAIL)
-      session_error(s, "[SYS/TEMP] Mailbox temporarily unavailable, try again later.");
-    else
-      session_error(s, "[SYS/PERM] Mailbox cannot be opened.");
-    set_user(s, NULL);
-    s->state = SESSION_AUTHORIZATION;
-    break;
-  }
-  core_request_free(req);
-  pump(s);
-}
-
-void session_begin_login(struct session *s, enum popkit_request_kind kind,
-                         const char *user, const char *secret) {
-  set_user(s, user);
-  /* For APOP the secret is the client's digest; the chain is asked for the
-   * stored credential and never sees the digest. */
-  const char *password = kind == POPKIT_REQ_AUTH_VERIFY_PLAIN ? secret : NULL;
-  struct core_request *req = chain_auth(s->env->chain, kind, user, password, s->client_ip,
-                                        s->id, on_auth_done, s);
-  if (req == NULL) {
-    login_failed(s, POPKIT_TEMPFAIL, "out of memory");
-    return;
-  }
-  if (kind == POPKIT_REQ_AUTH_GET_CREDENTIAL) {
-    req->owned_string = strdup(secret);
-  }
-  s->pending = req;
-  s->state = SESSION_AUTH_WAIT;
+  session_pump(s);
 }
 
 /* ---- Multi-line replies ------------------------------------------------- */
@@ -558,7 +394,7 @@ static void send_more(struct session *s) {
   if (s->sender == SEND_LIST || s->sender == SEND_UIDL) {
     if (write_listing_lines(s)) {
       end_sending(s);
-      pump(s);
+      session_pump(s);
       return;
     }
     s->io->flush(s->io_ctx); /* session_output_drained() resumes */
@@ -578,9 +414,9 @@ static void on_read_done(struct core_request *req) {
     core_request_free(req);
     end_sending(s);
     if (s->mailbox != NULL)
-      close_mailbox(s);
+      session_close_mailbox(s);
     else
-      maybe_release(s);
+      session_maybe_release(s);
     return;
   }
   if (req->result != POPKIT_OK || req->pub.store.length > RAW_CHUNK) {
@@ -613,7 +449,7 @@ static void on_read_done(struct core_request *req) {
     s->retrieved++;
     s->retrieved_octets += s->listing.entries[s->send_index].size;
     end_sending(s);
-    pump(s);
+    session_pump(s);
     return;
   }
   s->io->flush(s->io_ctx);
@@ -660,7 +496,7 @@ static void on_expunge_done(struct core_request *req) {
   else
     snprintf(s->final_reply, sizeof s->final_reply,
              "-ERR [SYS/TEMP] Deleting messages failed, none were deleted.\r\n");
-  close_mailbox(s);
+  session_close_mailbox(s);
 }
 
 static void on_close_done(struct core_request *req) {
@@ -672,7 +508,7 @@ static void on_close_done(struct core_request *req) {
   core_request_free(req);
   s->mailbox = NULL;
   if (s->finishing) {
-    maybe_release(s);
+    session_maybe_release(s);
     return;
   }
   /* QUIT: the reply goes out only now, so the mailbox is free for the
@@ -689,7 +525,7 @@ void session_begin_update(struct session *s) {
   s->end_reason = "QUIT";
   if (count == 0) {
     snprintf(s->final_reply, sizeof s->final_reply, "+OK Logging out.\r\n");
-    close_mailbox(s);
+    session_close_mailbox(s);
     return;
   }
   uint64_t *indexes = malloc(count * sizeof *indexes);
@@ -701,7 +537,7 @@ void session_begin_update(struct session *s) {
     free(indexes);
     snprintf(s->final_reply, sizeof s->final_reply,
              "-ERR [SYS/TEMP] Deleting messages failed, none were deleted.\r\n");
-    close_mailbox(s);
+    session_close_mailbox(s);
     return;
   }
   size_t n = 0;

@@ -20,11 +20,16 @@
 #include "config.h"
 #include "encoder.h"
 #include "line_parser.h"
+#include "login_guard.h"
 #include "outbuf.h"
+#include "sasl.h"
 
 enum session_state {
-  SESSION_AUTHORIZATION, /* greeted; waiting for USER/PASS, APOP, CAPA, QUIT */
-  SESSION_AUTH_WAIT,     /* PASS or APOP is with the auth chain (a backend) */
+  SESSION_TLS_WAIT,      /* implicit TLS or STLS: the handshake runs */
+  SESSION_AUTHORIZATION, /* greeted; waiting for USER/PASS, APOP, AUTH, CAPA... */
+  SESSION_SASL,          /* AUTH: a challenge is out, the client's line is due */
+  SESSION_AUTH_WAIT,     /* a login is with the auth chain, or waits out the
+                            address's penalty */
   SESSION_OPEN_WAIT,     /* authenticated; the store is locking and listing */
   SESSION_TRANSACTION,   /* mailbox open; reading commands */
   SESSION_SENDING,       /* a multi-line reply is being produced */
@@ -55,12 +60,26 @@ struct session_io {
    * the connection may free it. Called once, from or after
    * session_finish(). */
   void (*release)(void *ctx);
+  /* STLS was answered: send what is queued in clear, then run the TLS
+   * handshake; session_tls_ready() follows. */
+  void (*start_tls)(void *ctx);
+  /* Call session_wait_over() in ms milliseconds (login penalties). */
+  void (*wait)(void *ctx, uint64_t ms);
+};
+
+/* What a session waits for in SESSION_AUTH_WAIT when no backend call is
+ * pending. */
+enum session_waiting {
+  WAIT_NONE,
+  WAIT_BEFORE_ATTEMPT, /* the address's penalty runs; then the login starts */
+  WAIT_BEFORE_REPLY    /* a failed login's -ERR is held for its penalty */
 };
 
 /* What sessions of one worker share. */
 struct session_env {
   const struct config *config;
   struct chain *chain;
+  struct login_guard *guard; /* shared by every worker */
 };
 
 struct session {
@@ -71,8 +90,10 @@ struct session {
   void *io_ctx;
 
   char client_ip[INET6_ADDRSTRLEN];
-  bool loopback; /* the client connected over a loopback address */
-  bool secured;  /* TLS is on (always false until TLS arrives) */
+  struct guard_addr addr; /* the client's address as the login guard sees it */
+  bool loopback;          /* the client connected over a loopback address */
+  bool secured;           /* TLS is on */
+  bool tls_offered;       /* a STARTTLS listener, TLS not started yet */
 
   struct line_parser parser;
   struct outbuf out;
@@ -81,6 +102,15 @@ struct session {
   char *user;              /* from USER, and after login the user logged in */
   char user_log[128];      /* user, escaped for log lines */
   char apop_timestamp[96]; /* "<...@host>" when APOP is offered, else "" */
+
+  /* The login in progress (pop3_login.c). */
+  enum popkit_request_kind login_kind;
+  char *login_secret;         /* password or APOP digest; wiped when freed */
+  enum session_waiting waiting;
+  char delayed_reply[160];    /* the -ERR a penalty holds back */
+  struct sasl *sasl;          /* AUTH in progress */
+  char *login_identity;       /* SCRAM: the mailbox the chain named */
+  char *user_counted;         /* the identity counted in the login guard */
 
   struct core_request *pending; /* the backend call in flight, if any */
   void *mailbox;                /* the store's handle while open */
@@ -132,6 +162,14 @@ uint64_t session_timeout_ms(const struct session *s);
 /* The server is shutting down and the grace period is over. */
 void session_shutdown(struct session *s);
 
+/* The TLS handshake is done (implicit TLS or after STLS); description
+ * names the protocol and cipher for the log. After STLS the session
+ * forgets what the client said in clear (RFC 2595 section 4). */
+void session_tls_ready(struct session *s, const char *description);
+
+/* The time asked for with io->wait has passed. */
+void session_wait_over(struct session *s);
+
 /* The connection is closed: cancel, unlock, and io->release when done. */
 void session_finish(struct session *s);
 void session_free(struct session *s);
@@ -142,12 +180,14 @@ void session_reply(struct session *s, const char *fmt, ...)
 void session_error(struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void session_logout(struct session *s, const char *reason);
-void session_begin_login(struct session *s, enum popkit_request_kind kind,
-                         const char *user, const char *secret);
+void session_set_user(struct session *s, const char *user);
+void session_pump(struct session *s);
+void session_maybe_release(struct session *s);
+void session_close_mailbox(struct session *s);
+bool session_plaintext_allowed(const struct session *s);
 void session_begin_sending(struct session *s, enum session_sender what, uint64_t index,
                            bool top, uint64_t top_lines);
 void session_begin_update(struct session *s);
-bool session_plaintext_allowed(const struct session *s);
 void session_log(const struct session *s, enum popkit_log_level level, const char *fmt,
                  ...) __attribute__((format(printf, 3, 4)));
 
@@ -155,5 +195,34 @@ void session_log(const struct session *s, enum popkit_log_level level, const cha
 void pop3_dispatch(struct session *s, char *line, size_t len);
 /* pop3_commands.c: the CAPA reply. */
 void pop3_write_capa(struct session *s);
+/* pop3_commands.c: -ERR for a plaintext login where it is not allowed. */
+void pop3_refuse_plaintext(struct session *s);
+
+/* pop3_login.c: every way in (USER/PASS, APOP, AUTH) ends in these. */
+/* Checks user and secret (a password for VERIFY_PLAIN, the client's digest
+ * for APOP's GET_CREDENTIAL, NULL for SCRAM's GET_CREDENTIAL), after the
+ * address's penalty if it has one. */
+void login_begin(struct session *s, enum popkit_request_kind kind, const char *user,
+                 const char *secret);
+/* The identity is authenticated: count the session and open the mailbox. */
+void login_succeeded(struct session *s, const char *identity);
+/* A login failed: result FAIL is the client's (penalised, logged for
+ * fail2ban), TEMPFAIL and PERMFAIL are the backend's. */
+void login_failed(struct session *s, enum popkit_result result, const char *log_text);
+/* Back to AUTHORIZATION: the login in progress is dropped (secret wiped,
+ * SASL exchange ended, user forgotten). */
+void login_reset(struct session *s);
+/* Frees the login state (secret wiped, SASL exchange, guard count). */
+void login_free(struct session *s);
+
+/* pop3_auth.c: the AUTH command (RFC 5034) and its exchange. */
+void pop3_auth_command(struct session *s, char *args);
+/* A client line while s->state is SESSION_SASL; too_long when the line
+ * passed the limit (the exchange is aborted). */
+void pop3_auth_line(struct session *s, char *line, bool too_long);
+/* SCRAM: the chain's answer to the credential request. */
+void pop3_auth_credential(struct session *s, const char *credential, const char *identity);
+/* The mechanisms this connection may use now, for CAPA and AUTH alone. */
+bool pop3_auth_mech_offered(const struct session *s, enum sasl_mech mech);
 
 #endif

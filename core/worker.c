@@ -1,5 +1,6 @@
 #include "worker.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,7 @@ static void on_connection(uv_stream_t *server, int status) {
     log_warning("worker %u: accept: %s", w->id, uv_strerror(status));
     return;
   }
-  int rc = conn_accept(w, server);
+  int rc = conn_accept(w, server, (size_t)((uv_tcp_t *)server - w->listeners));
   if (rc < 0)
     log_warning("worker %u: accepting a connection: %s", w->id, uv_strerror(rc));
 }
@@ -100,7 +101,8 @@ static void on_stop(uv_async_t *a) {
 }
 
 int worker_init(struct worker *w, unsigned id, const struct config *config,
-                const int *fds, char *error, size_t error_size) {
+                const struct worker_shared *shared, const int *fds, char *error,
+                size_t error_size) {
   memset(w, 0, sizeof *w);
   w->id = id;
   w->config = config;
@@ -117,6 +119,13 @@ int worker_init(struct worker *w, unsigned id, const struct config *config,
   }
   w->env.config = config;
   w->env.chain = &w->chain;
+  w->env.guard = shared->guard;
+  w->tls = shared->tls;
+  w->tls_read_buffer = malloc(WORKER_TLS_READ_SIZE);
+  if (w->tls_read_buffer == NULL) {
+    snprintf(error, error_size, "worker %u: out of memory", id);
+    return -ENOMEM;
+  }
   uv_async_init(&w->loop, &w->stop_async, on_stop);
   w->stop_async.data = w;
   uv_timer_init(&w->loop, &w->shutdown_timer);
@@ -158,4 +167,5 @@ void worker_join(struct worker *w) {
   if (rc < 0)
     log_warning("worker %u: loop closed with handles still open", w->id);
   free(w->listeners);
+  free(w->tls_read_buffer);
 }

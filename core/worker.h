@@ -15,8 +15,20 @@
 #include "chain.h"
 #include "config.h"
 #include "pop3_session.h"
+#include "tls.h"
 
 struct conn;
+
+/* What every worker shares with the others, owned by main. */
+struct worker_shared {
+  struct login_guard *guard;
+  struct tls_store *tls; /* certificates; swapped by SIGHUP */
+};
+
+/* Ciphertext read buffer of a worker: TLS connections read into it and
+ * decrypt at once, so an idle TLS connection has no read buffer. Big enough
+ * for a full TLS record. */
+#define WORKER_TLS_READ_SIZE (17 * 1024)
 
 struct worker {
   unsigned id;
@@ -25,6 +37,8 @@ struct worker {
   const struct config *config;
   struct chain chain;
   struct session_env env;
+  struct tls_store *tls;
+  char *tls_read_buffer; /* WORKER_TLS_READ_SIZE bytes */
   uv_tcp_t *listeners; /* one per config listen entry */
   size_t listener_count;
   uv_async_t stop_async;     /* the main thread asks for shutdown */
@@ -39,7 +53,8 @@ struct worker {
  * and listeners over the already-bound sockets fds[0..listen_count-1].
  * Returns 0 or a negative code with the reason in error. */
 int worker_init(struct worker *w, unsigned id, const struct config *config,
-                const int *fds, char *error, size_t error_size);
+                const struct worker_shared *shared, const int *fds, char *error,
+                size_t error_size);
 /* Starts the worker's thread. */
 int worker_start(struct worker *w);
 /* From any thread: stop accepting and shut down gracefully. */

@@ -4,6 +4,7 @@ with a config error or a broken module, with one line that says where."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import unittest
@@ -53,7 +54,15 @@ class CommandLine(unittest.TestCase):
     def test_version(self):
         result = self.run_popkitd("--version")
         self.assertEqual(result.returncode, 0)
-        self.assertEqual(result.stdout.decode().strip(), "popkitd 0.1.0 (module ABI 1.0)")
+        # The ABI the SDK header declares, so a minor bump needs no test edit.
+        header = os.path.join(os.path.dirname(__file__), "..", "..", "include", "popkit",
+                              "module.h")
+        with open(header) as f:
+            text = f.read()
+        major = re.search(r"#define POPKIT_ABI_MAJOR (\d+)", text).group(1)
+        minor = re.search(r"#define POPKIT_ABI_MINOR (\d+)", text).group(1)
+        self.assertEqual(result.stdout.decode().strip(),
+                         f"popkitd 0.1.0 (module ABI {major}.{minor})")
 
     def test_check_config_good(self):
         path = self.server.write_config()

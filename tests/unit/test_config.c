@@ -128,6 +128,12 @@ START_TEST(minimal_config_gets_every_default) {
   ck_assert_uint_eq(config->limits.shutdown_timeout_s, 30);
   ck_assert_uint_eq(config->limits.output_buffer_bytes, 65536);
   ck_assert_uint_eq(config->limits.max_connections, 10000);
+  ck_assert_uint_eq(config->limits.max_connections_per_ip, 20);
+  ck_assert_uint_eq(config->limits.max_sessions_per_user, 10);
+  ck_assert_uint_eq(config->limits.auth_failure_delay_ms, 2000);
+  ck_assert_uint_eq(config->limits.auth_failure_delay_max_ms, 15000);
+  ck_assert_uint_eq(config->limits.auth_failure_forget_s, 900);
+  ck_assert(config->limits.exempt_loopback);
   ck_assert_int_eq(config->log_level, POPKIT_LOG_INFO);
   ck_assert_ptr_null(config->metrics.address);
   ck_assert_int_eq(config->metrics.port, 0);
@@ -325,6 +331,12 @@ static const struct bad_config bad_configs[] = {
      "got 4095"},
     {"{" MINIMAL ", 'limits': {'max_connections': 0}}",
      "test.json: $.limits.max_connections: expected an integer from 1 to 1000000, got 0"},
+    {"{" MINIMAL ", 'limits': {'auth_failure_delay_ms': 5000,"
+     " 'auth_failure_delay_max_ms': 100}}",
+     "test.json: $.limits.auth_failure_delay_max_ms: must be at least "
+     "auth_failure_delay_ms (5000)"},
+    {"{" MINIMAL ", 'limits': {'exempt_loopback': 1}}",
+     "test.json: $.limits.exempt_loopback: expected true or false, got an integer"},
     {"{" MINIMAL ", 'limits': {'max_connections': 99999999999999999}}",
      "test.json: $.limits.max_connections: expected an integer from 1 to 1000000, got "
      "99999999999999999"},
@@ -335,7 +347,10 @@ static const struct bad_config bad_configs[] = {
     {"{" MINIMAL ", 'limits': {'idle_timeot_s': 600}}",
      "test.json: $.limits.idle_timeot_s: unknown key (known: max_line_bytes, "
      "login_timeout_s, idle_timeout_s, max_bad_commands, shutdown_timeout_s, "
-     "output_buffer_bytes, max_connections)"},
+     "output_buffer_bytes, max_connections, max_connections_per_ip, "
+     "max_sessions_per_user, "
+     "auth_failure_delay_ms, auth_failure_delay_max_ms, auth_failure_forget_s, "
+     "exempt_loopback)"},
     {"{" AUTH ", " STORE ", 'listen': [{'address': '::1', 'port': 1, 'ssl': true}]}",
      "test.json: $.listen[0].ssl: unknown key (known: address, port, tls, "
      "proxy_protocol)"},
@@ -825,9 +840,15 @@ START_TEST(shipped_default_config_loads) {
   ck_assert_str_eq(config->base_dir, real_dir);
   ck_assert_str_eq(config->hostname, "localhost");
   ck_assert_uint_eq(config->workers, 2);
-  ck_assert_uint_eq(config->listen_count, 1);
+  ck_assert_uint_eq(config->listen_count, 2);
   ck_assert_str_eq(config->listen[0].address, "127.0.0.1");
   ck_assert_int_eq(config->listen[0].port, 1100);
+  ck_assert_int_eq(config->listen[0].tls, CONFIG_TLS_STARTTLS);
+  ck_assert_int_eq(config->listen[1].port, 9950);
+  ck_assert_int_eq(config->listen[1].tls, CONFIG_TLS_IMPLICIT);
+  ck_assert_str_eq(config->tls.certificate + strlen(config->tls.certificate) -
+                       strlen("/_demo/tls/cert.pem"),
+                   "/_demo/tls/cert.pem");
   ck_assert_int_eq(config->plaintext_auth, CONFIG_PLAINTEXT_TLS_OR_LOOPBACK);
   ck_assert_uint_eq(config->auth_count, 1);
   ck_assert_str_eq(config->auth[0].name, "passwd-file");

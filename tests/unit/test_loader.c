@@ -27,6 +27,9 @@
 #include "loader.h"
 #include "popkit/module.h"
 
+/* "MAJOR.MINOR" of the SDK these tests are built with. */
+#define ABI_TEXT POPKIT_STRINGIFY(POPKIT_ABI_MAJOR) "." POPKIT_STRINGIFY(POPKIT_ABI_MINOR)
+
 #define ERROR_SIZE 2048
 
 static char work_dir[1024]; /* a fresh directory for each test */
@@ -251,11 +254,11 @@ struct live_case {
 static const struct live_case live_cases[] = {
     {"no_name", "name is NULL"},
     {"no_roles", "declares no role (roles 0"},
-    {"unknown_role", "declares roles 0x5, ABI 1.0 knows only 0x3"},
+    {"unknown_role", "declares roles 0x5, ABI " ABI_TEXT " knows only 0x3"},
     {"unknown_flag", "sets flags 0x80"},
     {"null_create", "has no create function"},
     {"auth_without_ops", "declares the auth role but its auth operations are NULL"},
-    {"short_auth_ops", "auth operations are 8 bytes, ABI 1.0 needs at least 32"},
+    {"short_auth_ops", "auth operations are 8 bytes, ABI " ABI_TEXT " needs at least 32"},
     {"null_verify", "auth operation verify_plain is NULL"},
     {"store_null_op", "store operation append_write is NULL"},
 };
@@ -267,7 +270,7 @@ START_TEST(refuses_incomplete_live_descriptor) {
   int rc = loader_load(test_modules_dir(), c->name, &module, error, sizeof error);
   ck_assert_msg(rc < 0, "%s.so was accepted", c->name);
   module_path(path, sizeof path, c->name);
-  assert_contains_all(error, path, c->part, "popkit-sdk abi 1.0", NULL);
+  assert_contains_all(error, path, c->part, "popkit-sdk abi " ABI_TEXT, NULL);
   ck_assert_ptr_null(strchr(error, '\n'));
   /* The loader keeps nothing of a refused module: a good one still loads. */
   ck_assert_int_eq(

@@ -27,6 +27,7 @@ struct fixture {
   uv_loop_t loop;
   struct chain chain;
   struct session_env env;
+  struct login_guard *guard;
 };
 
 struct test_conn {
@@ -36,6 +37,10 @@ struct test_conn {
   bool paused;
   bool close_requested;
   bool released;
+  bool tls_started;   /* io->start_tls was called */
+  uint64_t wait_ms;   /* io->wait asked for this; settle() ends the wait */
+  uint64_t waited_ms; /* all waits so far */
+  uint64_t last_wait_ms;
 };
 
 static struct fixture fx;
@@ -80,6 +85,8 @@ static int count_messages(const char *user) {
 }
 
 static bool apop_enabled;
+/* Extra keys for "limits" of the next setup(), e.g. ", \"x\": 1". */
+static const char *extra_limits = "";
 
 static void setup(void) {
   strcpy(fx.dir, "/tmp/popkit-session-XXXXXX");
@@ -101,9 +108,9 @@ static void setup(void) {
            " \"listen\": [{\"address\": \"127.0.0.1\", \"port\": 1100}],"
            " \"auth\": [{\"module\": \"passwd-file\", \"path\": \"users\"}],"
            " \"store\": {\"module\": \"maildir\", \"path\": \"mail/%%u\"},"
-           " \"limits\": {\"max_line_bytes\": 512, \"max_bad_commands\": 5},"
+           " \"limits\": {\"max_line_bytes\": 512, \"max_bad_commands\": 5%s},"
            " \"apop\": %s}",
-           modules, apop_enabled ? "true" : "false");
+           modules, extra_limits, apop_enabled ? "true" : "false");
   char error[1024];
   int rc = config_load_string(text, "test.json", fx.dir, &fx.config, error, sizeof error);
   ck_assert_msg(rc == 0, "config: %s", error);
@@ -112,6 +119,8 @@ static void setup(void) {
   ck_assert_msg(rc == 0, "chain: %s", error);
   fx.env.config = fx.config;
   fx.env.chain = &fx.chain;
+  ck_assert_int_eq(login_guard_new(&fx.config->limits, &fx.guard), 0);
+  fx.env.guard = fx.guard;
 }
 
 static void setup_apop(void) {
@@ -121,6 +130,7 @@ static void setup_apop(void) {
 
 static void teardown(void) {
   chain_close(&fx.chain);
+  login_guard_free(fx.guard);
   uv_run(&fx.loop, UV_RUN_DEFAULT);
   ck_assert_int_eq(uv_loop_close(&fx.loop), 0);
   config_free(fx.config);
@@ -144,8 +154,21 @@ static void io_close(void *ctx) {
 static void io_release(void *ctx) {
   ((struct test_conn *)ctx)->released = true;
 }
-static const struct session_io test_io = {io_flush, io_pause, io_resume, io_close,
-                                          io_release};
+static void io_start_tls(void *ctx) {
+  ((struct test_conn *)ctx)->tls_started = true;
+}
+static void io_wait(void *ctx, uint64_t ms) {
+  ((struct test_conn *)ctx)->wait_ms = ms;
+}
+static const struct session_io test_io = {
+    .flush = io_flush,
+    .pause_input = io_pause,
+    .resume_input = io_resume,
+    .close = io_close,
+    .release = io_release,
+    .start_tls = io_start_tls,
+    .wait = io_wait,
+};
 
 /* Takes everything queued, as a socket that reads at once would. */
 static void drain(struct test_conn *c) {
@@ -161,7 +184,8 @@ static void drain(struct test_conn *c) {
 }
 
 static bool busy(const struct test_conn *c) {
-  return c->s.pending != NULL || c->s.state == SESSION_SENDING;
+  return c->s.pending != NULL || c->s.state == SESSION_SENDING ||
+         c->s.waiting != WAIT_NONE;
 }
 
 /* Runs the loop and drains output until the session waits for input. */
@@ -171,6 +195,13 @@ static void settle(struct test_conn *c) {
     drain(c);
     if (c->s.state == SESSION_SENDING && c->s.pending == NULL)
       session_output_drained(&c->s);
+    if (c->s.waiting != WAIT_NONE && c->wait_ms > 0) {
+      /* Time passes at once: the test reads how long it would have been. */
+      c->waited_ms += c->wait_ms;
+      c->last_wait_ms = c->wait_ms;
+      c->wait_ms = 0;
+      session_wait_over(&c->s);
+    }
     if (!busy(c))
       break;
   }
@@ -541,6 +572,120 @@ START_TEST(apop_is_refused_when_not_enabled) {
 }
 END_TEST
 
+/* ---- TLS, AUTH and the login guard --------------------------------------- */
+
+START_TEST(stls_drops_what_was_pipelined_in_clear) {
+  struct test_conn c;
+  conn_open(&c, "127.0.0.1");
+  c.s.tls_offered = true;
+  ck_assert(strstr(say(&c, "CAPA\r\n"), "\r\nSTLS\r\n") != NULL);
+  ck_assert_str_eq(say(&c, "USER ana\r\nSTLS\r\nPASS secret\r\nCAPA\r\n"),
+                   "+OK Send PASS.\r\n+OK Begin TLS negotiation now.\r\n");
+  ck_assert(c.tls_started);
+  ck_assert_int_eq(c.s.state, SESSION_TLS_WAIT);
+  session_tls_ready(&c.s, "test");
+  ck_assert(c.s.secured);
+  ck_assert_int_eq(c.s.state, SESSION_AUTHORIZATION);
+  /* USER from before TLS is forgotten (RFC 2595 section 4). */
+  ck_assert_str_eq(say(&c, "PASS secret\r\n"), "-ERR Send USER first.\r\n");
+  const char *capa = say(&c, "CAPA\r\n");
+  ck_assert(strstr(capa, "STLS") == NULL);
+  ck_assert_str_eq(say(&c, "STLS\r\n"), "-ERR TLS is already active.\r\n");
+  conn_free(&c);
+}
+END_TEST
+
+START_TEST(plaintext_mechanisms_hidden_where_not_allowed) {
+  struct test_conn c;
+  conn_open(&c, "192.0.2.7");
+  c.s.tls_offered = true;
+  const char *capa = say(&c, "CAPA\r\n");
+  ck_assert_msg(strstr(capa, "\r\nSASL SCRAM-SHA-256\r\n") != NULL, "%s", capa);
+  ck_assert(strstr(capa, "USER") == NULL && strstr(capa, "PLAIN") == NULL);
+  ck_assert_str_eq(say(&c, "AUTH PLAIN AGFuYQBzZWNyZXQ=\r\n"),
+                   "-ERR [AUTH] Plaintext authentication is not allowed without TLS: "
+                   "send STLS first.\r\n");
+  ck_assert_str_eq(say(&c, "AUTH\r\n"),
+                   "+OK Methods supported:\r\nSCRAM-SHA-256\r\n.\r\n");
+  conn_free(&c);
+}
+END_TEST
+
+START_TEST(auth_plain_with_and_without_initial_response) {
+  struct test_conn c;
+  conn_open(&c, "127.0.0.1");
+  /* "\0ana\0wrong", then "\0ana\0secret" as a continuation. */
+  ck_assert_str_eq(say(&c, "AUTH PLAIN AGFuYQB3cm9uZw==\r\n"),
+                   "-ERR [AUTH] Authentication failed.\r\n");
+  ck_assert_str_eq(say(&c, "AUTH PLAIN\r\n"), "+ \r\n");
+  ck_assert_int_eq(c.s.state, SESSION_SASL);
+  const char *r = say(&c, "AGFuYQBzZWNyZXQ=\r\n");
+  ck_assert_msg(strncmp(r, "+OK Logged in", 13) == 0, "%s", r);
+  ck_assert_int_eq(c.s.state, SESSION_TRANSACTION);
+  conn_free(&c);
+}
+END_TEST
+
+START_TEST(auth_cancel_and_bad_base64) {
+  struct test_conn c;
+  conn_open(&c, "127.0.0.1");
+  ck_assert_str_eq(say(&c, "AUTH LOGIN\r\n"), "+ VXNlcm5hbWU6\r\n");
+  ck_assert_str_eq(say(&c, "*\r\n"), "-ERR Authentication canceled.\r\n");
+  ck_assert_int_eq(c.s.state, SESSION_AUTHORIZATION);
+  ck_assert_str_eq(say(&c, "AUTH PLAIN !!!!\r\n"), "-ERR Invalid base64 data.\r\n");
+  ck_assert_str_eq(say(&c, "AUTH CRAM-MD5\r\n"),
+                   "-ERR Unknown authentication mechanism.\r\n");
+  ck_assert_int_eq(c.s.state, SESSION_AUTHORIZATION);
+  ck_assert_ptr_null(c.s.sasl);
+  conn_free(&c);
+}
+END_TEST
+
+START_TEST(failed_logins_are_held_back_longer_each_time) {
+  struct test_conn c;
+  conn_open(&c, "127.0.0.1");
+  say(&c, "USER ana\r\n");
+  ck_assert_str_eq(say(&c, "PASS wrong\r\n"), "-ERR [AUTH] Authentication failed.\r\n");
+  ck_assert_uint_eq(c.last_wait_ms, 100);
+  say(&c, "USER ana\r\n");
+  ck_assert_str_eq(say(&c, "PASS wrong\r\n"), "-ERR [AUTH] Authentication failed.\r\n");
+  ck_assert_uint_eq(c.last_wait_ms, 200);
+  say(&c, "USER nobody\r\n");
+  ck_assert_str_eq(say(&c, "PASS wrong\r\n"), "-ERR [AUTH] Authentication failed.\r\n");
+  ck_assert_uint_eq(c.last_wait_ms, 400);
+  say(&c, "USER ana\r\n");
+  ck_assert_str_eq(say(&c, "PASS wrong\r\n"), "-ERR [AUTH] Authentication failed.\r\n");
+  ck_assert_uint_eq(c.last_wait_ms, 400); /* auth_failure_delay_max_ms */
+  /* The fake clock does not move, so the right password also waits out the
+   * last penalty before it is checked; then failures are forgotten. */
+  login(&c);
+  ck_assert_uint_ge(c.waited_ms, 100 + 200 + 400 + 400);
+  conn_free(&c);
+}
+END_TEST
+
+START_TEST(sessions_per_user_are_capped) {
+  struct test_conn a, b;
+  conn_open(&a, "127.0.0.1");
+  login(&a);
+  conn_open(&b, "127.0.0.1");
+  say(&b, "USER ana\r\n");
+  ck_assert_str_eq(say(&b, "PASS secret\r\n"),
+                   "-ERR [IN-USE] Too many sessions for this user, try later.\r\n");
+  ck_assert_int_eq(b.s.state, SESSION_AUTHORIZATION);
+  ck_assert_str_eq(say(&a, "QUIT\r\n"), "+OK Logging out.\r\n");
+  conn_free(&a);
+  login(&b);
+  conn_free(&b);
+}
+END_TEST
+
+static void setup_guard(void) {
+  extra_limits = ", \"exempt_loopback\": false, \"auth_failure_delay_ms\": 100,"
+                 " \"auth_failure_delay_max_ms\": 400, \"max_sessions_per_user\": 1";
+  setup();
+}
+
 int main(void) {
   Suite *s = suite_create("pop3_session");
   TCase *tc = tcase_create("session");
@@ -566,6 +711,18 @@ int main(void) {
   tcase_add_checked_fixture(apop, setup_apop, teardown);
   tcase_add_test(apop, apop_logs_in_with_the_digest);
   suite_add_tcase(s, apop);
+  TCase *tls = tcase_create("tls_and_auth");
+  tcase_add_checked_fixture(tls, setup, teardown);
+  tcase_add_test(tls, stls_drops_what_was_pipelined_in_clear);
+  tcase_add_test(tls, plaintext_mechanisms_hidden_where_not_allowed);
+  tcase_add_test(tls, auth_plain_with_and_without_initial_response);
+  tcase_add_test(tls, auth_cancel_and_bad_base64);
+  suite_add_tcase(s, tls);
+  TCase *guard = tcase_create("login_guard");
+  tcase_add_checked_fixture(guard, setup_guard, teardown);
+  tcase_add_test(guard, failed_logins_are_held_back_longer_each_time);
+  tcase_add_test(guard, sessions_per_user_are_capped);
+  suite_add_tcase(s, guard);
   int failed = check_run(s);
   loader_unload_all();
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
