@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, everything popkit needs to build, run
 # and test: compiler and CMake, the libraries of DESIGN.md, Check, and the
-# real POP3 clients the integration tests use. Installs only what is
+# real POP3 and TLS clients the integration tests use (openssl also makes
+# the quick start's self-signed certificate). Installs only what is
 # missing, so it is quick on a machine that has it all.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ packages=(
   build-essential cmake pkg-config
   libuv1-dev libjansson-dev libgnutls28-dev libcrypt-dev
   check python3 curl fetchmail mpop procps
+  openssl gnutls-bin
 )
 
 missing=()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: installs what is missing, builds popkit, and
 # starts popkitd on config/popkit.json (passwd-file + maildir) with a demo
-# user and a few demo messages, on 127.0.0.1:1100.
+# user and a few demo messages: POP3 (with STLS) on 127.0.0.1:1100 and POP3S
+# on 127.0.0.1:9950, with a self-signed certificate made here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -12,7 +13,15 @@ cmake --build build -j"$(nproc)"
 
 demo=$root/_demo
 modules=$root/build/lib/popkit/modules
-mkdir -p "$demo/mail"
+mkdir -p "$demo/mail" "$demo/tls"
+if [ ! -f "$demo/tls/cert.pem" ]; then
+  # A real site points $.tls at its CA-issued chain and key instead.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$demo/tls/key.pem" -out "$demo/tls/cert.pem" -days 825 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    2>/dev/null
+  chmod 600 "$demo/tls/key.pem"
+fi
 if [ ! -f "$demo/users" ]; then
   # {PLAIN} keeps the demo readable; real sites store crypt(3) hashes.
   printf '# user:password-hash, see README\ndemo:{PLAIN}demo\n' >"$demo/users"
@@ -45,8 +54,11 @@ for _ in $(seq 50); do
 done
 cat <<MSG
 popkitd is running (pid $(cat "$demo/popkitd.pid"), log in _demo/popkitd.log).
-  POP3:  127.0.0.1:1100, user demo, password demo
+  POP3:  127.0.0.1:1100 (STLS offered), user demo, password demo
+  POP3S: 127.0.0.1:9950 (self-signed certificate in _demo/tls/cert.pem)
   try:   curl pop3://demo:demo@127.0.0.1:1100/      (list)
          curl pop3://demo:demo@127.0.0.1:1100/1     (first message)
+         curl --cacert _demo/tls/cert.pem pop3s://demo:demo@127.0.0.1:9950/1
+         curl --cacert _demo/tls/cert.pem --ssl-reqd pop3://demo:demo@127.0.0.1:1100/1
   stop:  kill \$(cat _demo/popkitd.pid)
 MSG
