@@ -124,5 +124,5 @@ void pop3_auth_credential(struct session *s, const char *credential,
                           const char *identity) {
   free(s->login_identity);
   s->login_identity = identity != NULL ? strdup(identity) : NULL;
-  follow(s, sasl_credential(s->sasl, credential != NULL ? credential : ""));
+  follow(s, sasl_credential(s->sasl, credential));
 }

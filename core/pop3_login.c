@@ -147,9 +147,11 @@ static void on_auth_done(struct core_request *req) {
   enum popkit_result result = req->result == POPKIT_NOT_FOUND ? POPKIT_FAIL : req->result;
   const char *identity =
       req->identity != NULL && req->identity[0] != '\0' ? req->identity : s->user;
-  if (result == POPKIT_OK && s->sasl != NULL) {
-    /* SCRAM: the credential feeds the exchange, which goes on. */
-    pop3_auth_credential(s, req->credential, identity);
+  if (s->sasl != NULL && (result == POPKIT_OK || result == POPKIT_FAIL)) {
+    /* SCRAM: the credential feeds the exchange, which goes on; without
+     * one (no such user) it goes on with decoy keys and fails at the
+     * proof, so the exchange does not tell who exists. */
+    pop3_auth_credential(s, result == POPKIT_OK ? req->credential : NULL, identity);
     core_request_free(req);
     session_pump(s);
     return;

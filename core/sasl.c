@@ -1,6 +1,7 @@
 #include "sasl.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <stdlib.h>
@@ -180,15 +181,41 @@ static enum sasl_step scram_client_first(struct sasl *x, const char *data, size_
 
 static enum sasl_step scram_client_final(struct sasl *x, const char *data, size_t len) {
   enum scram_result r = scram_server_client_final(&x->scram, data, len);
+  if (r == SCRAM_BAD_PROOF && x->decoy)
+    return failed(x, "no SCRAM-SHA-256 credential (unknown user, or a crypt hash)", true);
   if (r != SCRAM_DONE)
     return scram_failed(x, r);
   return challenge_data(x, x->scram.out, x->scram.out_len, WAIT_FINAL_ACK);
 }
 
+/* The salt of a user whose keys are made here ({PLAIN} secrets, decoys):
+ * HMAC of the name under a key drawn once per process. It stays the same
+ * from one attempt to the next, as a stored credential's salt does, so the
+ * salt does not tell which kind of secret (if any) a user has. */
+static unsigned char salt_key[32];
+static bool salt_key_ready;
+static pthread_once_t salt_key_once = PTHREAD_ONCE_INIT;
+
+static void draw_salt_key(void) {
+  salt_key_ready = gnutls_rnd(GNUTLS_RND_KEY, salt_key, sizeof salt_key) == 0;
+}
+
+static int stable_salt(const char *user, unsigned char salt[PLAIN_SCRAM_SALT_BYTES]) {
+  unsigned char mac[32];
+  pthread_once(&salt_key_once, draw_salt_key);
+  if (!salt_key_ready ||
+      gnutls_hmac_fast(GNUTLS_MAC_SHA256, salt_key, sizeof salt_key, user, strlen(user),
+                       mac) < 0)
+    return -EIO;
+  memcpy(salt, mac, PLAIN_SCRAM_SALT_BYTES);
+  return 0;
+}
+
 /* Turns a stored secret into SCRAM keys. Returns 0, -EINVAL for a secret
  * SCRAM cannot use (a crypt hash keeps no password and no SCRAM keys), or
  * another negative errno code. */
-static int scram_keys_of(const char *stored, struct scram_credential *cred) {
+static int scram_keys_of(const char *user, const char *stored,
+                         struct scram_credential *cred) {
   static const char plain_prefix[] = "{PLAIN}";
   if (stored == NULL)
     return -EINVAL;
@@ -198,23 +225,39 @@ static int scram_keys_of(const char *stored, struct scram_credential *cred) {
     return -EINVAL;
   const char *password = stored + sizeof plain_prefix - 1;
   unsigned char salt[PLAIN_SCRAM_SALT_BYTES];
-  if (gnutls_rnd(GNUTLS_RND_NONCE, salt, sizeof salt) < 0)
+  if (stable_salt(user, salt) < 0)
     return -EIO;
   return scram_derive(password, strlen(password), salt, sizeof salt,
                       PLAIN_SCRAM_ITERATIONS, cred);
+}
+
+/* Keys no password matches, for a user SCRAM cannot serve (unknown, or
+ * only a crypt hash): the exchange goes on to the proof and fails there,
+ * as a wrong password would, so SCRAM does not tell who exists. */
+static int decoy_keys(const char *user, struct scram_credential *cred) {
+  memset(cred, 0, sizeof *cred);
+  cred->iterations = PLAIN_SCRAM_ITERATIONS;
+  cred->salt_len = PLAIN_SCRAM_SALT_BYTES;
+  if (stable_salt(user, cred->salt) < 0 ||
+      gnutls_rnd(GNUTLS_RND_NONCE, cred->stored_key, sizeof cred->stored_key) < 0 ||
+      gnutls_rnd(GNUTLS_RND_NONCE, cred->server_key, sizeof cred->server_key) < 0)
+    return -EIO;
+  return 0;
 }
 
 enum sasl_step sasl_credential(struct sasl *x, const char *credential) {
   if (x->stage != WAIT_CREDENTIAL)
     return failed(x, err_unexpected, false);
   struct scram_credential cred;
-  int rc = scram_keys_of(credential, &cred);
+  int rc = scram_keys_of(x->user, credential, &cred);
+  if (rc == -EINVAL) {
+    x->decoy = true;
+    rc = decoy_keys(x->user, &cred);
+  }
   enum scram_result r = SCRAM_INTERNAL_ERROR;
   if (rc == 0)
     r = scram_server_set_credential(&x->scram, &cred, NULL);
   explicit_bzero(&cred, sizeof cred);
-  if (rc == -EINVAL)
-    return failed(x, "SCRAM-SHA-256 is not available for this user.", true);
   if (r != SCRAM_CONTINUE)
     return scram_failed(x, r);
   return challenge_data(x, x->scram.out, x->scram.out_len, WAIT_CLIENT_FINAL);

@@ -49,6 +49,9 @@ struct sasl {
   /* With SASL_STEP_FAILED: the server failed (out of memory, a crypto
    * error), not the client; answer -ERR [SYS/TEMP]. */
   bool temp_failure;
+  /* SCRAM: the user has no usable credential and the exchange runs on
+   * decoy keys, to fail at the proof like a wrong password. */
+  bool decoy;
   struct scram_server scram;
 };
 

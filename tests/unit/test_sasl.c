@@ -368,7 +368,8 @@ START_TEST(scram_final_answer_must_be_empty) {
 END_TEST
 
 /* A password kept in the clear serves SCRAM too, with keys made for the
- * exchange from a fresh salt. */
+ * exchange; the salt depends on the user only, so it looks like a stored
+ * credential's. */
 START_TEST(scram_with_plain_credential) {
   unsigned char salts[2][64];
   for (int i = 0; i < 2; i++) {
@@ -386,7 +387,7 @@ START_TEST(scram_with_plain_credential) {
     ck_assert_int_eq(sasl_continue(&x, ""), SASL_STEP_SUCCESS);
     sasl_free(&x);
   }
-  ck_assert_int_ne(memcmp(salts[0], salts[1], 16), 0);
+  ck_assert_int_eq(memcmp(salts[0], salts[1], 16), 0);
 
   struct sasl x;
   struct scram_client c;
@@ -409,13 +410,25 @@ static const char *const unusable_credentials[] = {
     NULL,
 };
 
+/* They, and a user that does not exist (NULL), get a server-first like
+ * anyone else, with the salt a {PLAIN} user of that name would have, and
+ * fail at the proof: SCRAM does not tell who exists. */
 START_TEST(scram_with_unusable_credential) {
+  unsigned char plain_salt[16];
   struct sasl x;
   struct scram_client c;
   ck_assert_int_eq(scram_begin(&x, &c, "n,,", "user", true), SASL_STEP_NEED_CREDENTIAL);
-  assert_failed(&x, sasl_credential(&x, unusable_credentials[_i]),
-                "SCRAM-SHA-256 is not available for this user.", true);
-  ck_assert_ptr_null(x.challenge);
+  ck_assert_int_eq(scram_prove(&x, &c, "{PLAIN}pencil", "pencil"), SASL_STEP_CHALLENGE);
+  memcpy(plain_salt, c.salt, sizeof plain_salt);
+  sasl_free(&x);
+
+  ck_assert_int_eq(scram_begin(&x, &c, "n,,", "user", true), SASL_STEP_NEED_CREDENTIAL);
+  assert_failed(&x, scram_prove(&x, &c, unusable_credentials[_i], "pencil"),
+                "no SCRAM-SHA-256 credential (unknown user, or a crypt hash)", true);
+  ck_assert(x.decoy);
+  ck_assert_uint_eq(c.iterations, 4096);
+  ck_assert_int_eq(c.salt_len, 16);
+  ck_assert_int_eq(memcmp(c.salt, plain_salt, sizeof plain_salt), 0);
   sasl_free(&x);
 }
 END_TEST
