@@ -13,7 +13,10 @@ When a test fails, popkitd's stderr is printed so the failure can be read
 without re-running anything.
 """
 
+import base64
 import copy
+import hashlib
+import hmac
 import json
 import os
 import poplib
@@ -21,6 +24,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -36,6 +40,7 @@ with warnings.catch_warnings():
 
 POPKITD = os.environ.get("POPKITD")
 POPKIT_DELIVER = os.environ.get("POPKIT_DELIVER")
+POPKIT_PASSWD = os.environ.get("POPKIT_PASSWD")
 MODULES_DIR = os.environ.get("POPKIT_MODULES_DIR")
 TEST_MODULES_DIR = os.environ.get("POPKIT_TEST_MODULES_DIR")
 
@@ -56,8 +61,8 @@ def require_environment():
     """Fail loudly (not skip) when run outside ctest without the paths."""
     missing = [
         name
-        for name in ("POPKITD", "POPKIT_DELIVER", "POPKIT_MODULES_DIR",
-                     "POPKIT_TEST_MODULES_DIR")
+        for name in ("POPKITD", "POPKIT_DELIVER", "POPKIT_PASSWD",
+                     "POPKIT_MODULES_DIR", "POPKIT_TEST_MODULES_DIR")
         if not os.environ.get(name)
     ]
     if missing:
@@ -163,10 +168,26 @@ def special_messages():
 # ---- Passwords ------------------------------------------------------------
 
 
+def scram_sha256_secret(password: str, salt: bytes = None,
+                        iterations: int = 4096) -> str:
+    """The stored form RFC 5802 section 3 defines, computed here rather
+    than by popkit-passwd so the server is checked against an independent
+    derivation: {SCRAM-SHA-256}ITERATIONS,SALT,STOREDKEY,SERVERKEY."""
+    salt = salt if salt is not None else os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    return "{SCRAM-SHA-256}%d,%s,%s,%s" % (
+        iterations, *(base64.b64encode(v).decode() for v in (salt, stored_key, server_key)))
+
+
 def hash_password(password: str, scheme: str = "plain") -> str:
     """A passwd-file hash of password in the given scheme."""
     if scheme == "plain":
         return "{PLAIN}" + password
+    if scheme == "scram-sha-256":
+        return scram_sha256_secret(password)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         if scheme == "sha512":
@@ -209,6 +230,37 @@ def ipv6_loopback_available() -> bool:
         return False
 
 
+# ---- TLS ------------------------------------------------------------------
+
+
+def make_certificate(directory: str, name: str = "server",
+                     common_name: str = "popkit test", extra_ip=None) -> tuple:
+    """A self-signed EC certificate for 127.0.0.1 and localhost (and
+    extra_ip), made with openssl as an admin would; returns
+    (certificate_path, key_path). Being self-signed, the certificate is
+    also the CA file clients trust."""
+    names = "IP:127.0.0.1,DNS:localhost"
+    if extra_ip not in (None, "127.0.0.1"):
+        names += ",IP:" + extra_ip
+    os.makedirs(directory, exist_ok=True)
+    certificate = os.path.join(directory, name + ".crt")
+    key = os.path.join(directory, name + ".key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec",
+         "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", certificate, "-days", "2",
+         "-subj", "/CN=" + common_name,
+         "-addext", "subjectAltName=" + names],
+        check=True, capture_output=True, timeout=60)
+    return certificate, key
+
+
+def client_ssl_context(cafile: str) -> ssl.SSLContext:
+    """What a careful client uses: verify the chain against cafile and the
+    name against the certificate."""
+    return ssl.create_default_context(cafile=cafile)
+
+
 class ConnectionClosed(Exception):
     pass
 
@@ -217,10 +269,33 @@ class RawClient:
     """A POP3 connection at the byte level, for what poplib hides:
     exact wire bytes, pipelining, malformed commands, the server closing."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
+    def __init__(self, host: str, port: int, timeout: float = 10.0,
+                 ssl_context=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if ssl_context is not None:
+            # Implicit TLS (POP3S): the handshake comes before the greeting.
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname=host)
         self.file = self.sock.makefile("rb")
         self.greeting = self.line()
+
+    def starttls(self, ssl_context, server_hostname="localhost") -> None:
+        """The handshake after "+OK" to STLS (RFC 2595). Bytes the server
+        sent in clear after that "+OK" would be lost here, so their
+        presence is an error."""
+        timeout = self.sock.gettimeout()
+        self.sock.setblocking(False)
+        try:
+            early = self.file.peek(1)
+        except BlockingIOError:
+            early = b""
+        finally:
+            self.sock.settimeout(timeout)
+        if early:
+            raise AssertionError("cleartext after the STLS reply: %r" % early)
+        self.file.close()  # the socket itself stays open
+        self.sock = ssl_context.wrap_socket(self.sock, server_hostname=server_hostname)
+        self.sock.settimeout(timeout)
+        self.file = self.sock.makefile("rb")
 
     def send(self, data) -> None:
         if isinstance(data, str):
@@ -331,7 +406,8 @@ class PopkitServer:
     into the default config, so a test names only what it changes.
     """
 
-    def __init__(self, config=None, modules_dir=None, host="127.0.0.1", env=None):
+    def __init__(self, config=None, modules_dir=None, host="127.0.0.1", env=None,
+                 tls=False):
         require_environment()
         self.dir = tempfile.mkdtemp(prefix="popkit-it-")
         self.users_path = os.path.join(self.dir, "users")
@@ -349,8 +425,34 @@ class PopkitServer:
         self.process = None
         self.returncode = None
         self.start_failed = False
-        self.config = _merge(self.default_config(), config or {})
+        self.certificate = self.key = self.stls_port = self.tls_port = None
+        base = self.default_config()
+        if tls:
+            base = _merge(base, self._tls_config())
+        self.config = _merge(base, config or {})
         self._write_users()
+
+    def _tls_config(self) -> dict:
+        """With tls=True: a certificate in DIR/tls (self.certificate, also
+        the clients' CA file), and beside the plain listener on self.port a
+        STARTTLS one on self.stls_port and a POP3S one on self.tls_port."""
+        self.certificate, self.key = make_certificate(os.path.join(self.dir, "tls"),
+                                                      extra_ip=self.host)
+        ports = {self.port}
+        while len(ports) < 3:
+            ports.add(free_port(self.host))
+        self.stls_port, self.tls_port = sorted(ports - {self.port})
+        return {
+            "listen": [{"address": self.host, "port": self.port},
+                       {"address": self.host, "port": self.stls_port,
+                        "tls": "starttls"},
+                       {"address": self.host, "port": self.tls_port,
+                        "tls": "implicit"}],
+            "tls": {"certificate": self.certificate, "key": self.key},
+        }
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return client_ssl_context(self.certificate)
 
     def default_config(self) -> dict:
         return {
@@ -537,8 +639,10 @@ class PopkitServer:
 
     # -- clients --
 
-    def raw(self, timeout: float = 10.0, host=None, port=None) -> RawClient:
-        return RawClient(host or self.host, port or self.port, timeout)
+    def raw(self, timeout: float = 10.0, host=None, port=None,
+            ssl_context=None) -> RawClient:
+        return RawClient(host or self.host, port or self.port, timeout,
+                         ssl_context=ssl_context)
 
     def pop(self, user=None, password=None, timeout: float = 10.0):
         client = poplib.POP3(self.host, self.port, timeout=timeout)
@@ -601,6 +705,7 @@ class SharedServerTestCase(unittest.TestCase):
 
     server = None
     config = None
+    tls = False  # True: the server gets STARTTLS and POP3S listeners too
 
     @classmethod
     def populate(cls, server: PopkitServer):
@@ -608,7 +713,7 @@ class SharedServerTestCase(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.server = PopkitServer(config=cls.config)
+        cls.server = PopkitServer(config=cls.config, tls=cls.tls)
         try:
             cls.populate(cls.server)
             cls.server.start()
