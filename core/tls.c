@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,45 @@ struct tls_session {
 
 /* ---- Contexts ----------------------------------------------------------- */
 
+/* Loads a PEM chain and key into cred. Returns 0 or a GnuTLS error, with
+ * *culprit_r naming the file at fault (NULL when the two do not match).
+ * This is gnutls_certificate_set_x509_key_file2 done by hand: that call
+ * leaks its buffers on a truncated PEM file in GnuTLS 3.7, which a SIGHUP
+ * with a half-copied certificate would repeat at every reload. */
+static int load_pair(gnutls_certificate_credentials_t cred, const char *cert_file,
+                     const char *key_file, const char **culprit_r) {
+  gnutls_datum_t cert_pem = {NULL, 0}, key_pem = {NULL, 0};
+  gnutls_x509_crt_t *chain = NULL;
+  unsigned chain_len = 0;
+  gnutls_x509_privkey_t key = NULL;
+  int rc;
+  *culprit_r = cert_file;
+  if ((rc = gnutls_load_file(cert_file, &cert_pem)) < 0 ||
+      (rc = gnutls_x509_crt_list_import2(&chain, &chain_len, &cert_pem,
+                                         GNUTLS_X509_FMT_PEM, 0)) < 0)
+    goto out;
+  *culprit_r = key_file;
+  if ((rc = gnutls_load_file(key_file, &key_pem)) < 0 ||
+      (rc = gnutls_x509_privkey_init(&key)) < 0 ||
+      (rc = gnutls_x509_privkey_import2(key, &key_pem, GNUTLS_X509_FMT_PEM, NULL, 0)) < 0)
+    goto out;
+  *culprit_r = NULL;
+  /* Copies the chain and the key. */
+  rc = gnutls_certificate_set_x509_key(cred, chain, chain_len, key);
+out:
+  for (unsigned i = 0; i < chain_len; i++)
+    gnutls_x509_crt_deinit(chain[i]);
+  gnutls_free(chain);
+  if (key != NULL)
+    gnutls_x509_privkey_deinit(key);
+  gnutls_free(cert_pem.data);
+  if (key_pem.data != NULL) {
+    gnutls_memset(key_pem.data, 0, key_pem.size);
+    gnutls_free(key_pem.data);
+  }
+  return rc;
+}
+
 int tls_context_new(const struct config *config, struct tls_context **ctx_r,
                     char *error, size_t error_size) {
   struct tls_context *ctx = calloc(1, sizeof *ctx);
@@ -49,12 +89,15 @@ int tls_context_new(const struct config *config, struct tls_context **ctx_r,
     snprintf(error, error_size, "TLS: %s", gnutls_strerror(rc));
     goto fail;
   }
-  rc = gnutls_certificate_set_x509_key_file2(ctx->credentials, config->tls.certificate,
-                                             config->tls.key, GNUTLS_X509_FMT_PEM, NULL,
-                                             0);
+  const char *culprit = NULL;
+  rc = load_pair(ctx->credentials, config->tls.certificate, config->tls.key, &culprit);
   if (rc < 0) {
-    snprintf(error, error_size, "%s: $.tls: loading %s and %s: %s", config->file,
-             config->tls.certificate, config->tls.key, gnutls_strerror(rc));
+    if (culprit != NULL)
+      snprintf(error, error_size, "%s: $.tls: loading %s: %s", config->file, culprit,
+               gnutls_strerror(rc));
+    else
+      snprintf(error, error_size, "%s: $.tls: %s and %s: %s", config->file,
+               config->tls.certificate, config->tls.key, gnutls_strerror(rc));
     goto fail;
   }
   rc = gnutls_priority_init(&ctx->priorities, priorities, &where);
