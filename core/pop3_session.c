@@ -279,6 +279,14 @@ void session_input_eof(struct session *s) {
   if (s->pending != NULL && !line_parser_has_input(&s->parser) &&
       (s->state == SESSION_AUTH_WAIT || s->state == SESSION_OPEN_WAIT))
     chain_cancel(s->pending);
+  /* The same for a login waiting out its address's penalty: it is dropped
+   * before it starts (nobody is there to use the mailbox it would lock),
+   * and a held-back -ERR has nobody to read it; the session ends now and
+   * frees its connection slot. */
+  if (s->waiting != WAIT_NONE && !line_parser_has_input(&s->parser)) {
+    session_log(s, POPKIT_LOG_INFO, "login abandoned: the client left");
+    login_reset(s);
+  }
   session_pump(s);
 }
 
