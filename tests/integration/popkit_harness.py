@@ -592,6 +592,16 @@ class PopkitServer:
             time.sleep(0.05)
         return needle in self.stderr_text()
 
+    def wait_for_log_count(self, needle: str, count: int, timeout: float = 10.0) -> bool:
+        """Whether needle is in the log count times (or more) within
+        timeout seconds: for the next occurrence of a line already seen."""
+        deadline = time.monotonic() + timeout
+        while self.stderr_text().count(needle) < count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
     def signal(self, signum=signal.SIGTERM):
         self.process.send_signal(signum)
 

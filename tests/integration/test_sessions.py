@@ -185,15 +185,27 @@ class Deletion(PopkitTestCase):
 
 class Backpressure(PopkitTestCase):
     def test_client_that_does_not_read_does_not_grow_server_memory(self):
+        self.check_slow_reader(tls=False)
+
+    def test_slow_reader_over_tls_does_not_grow_server_memory(self):
+        # Under TLS the server encrypts into its own queue: it must stop
+        # encrypting, not buffer 96 MiB of records.
+        self.check_slow_reader(tls=True)
+
+    def check_slow_reader(self, tls):
         # A small ASan quarantine, so freed chunks are not counted as
         # growth in sanitizer builds.
-        server = self.make_server(start=False, env={
+        server = self.make_server(start=False, tls=tls, env={
             "ASAN_OPTIONS": "quarantine_size_mb=8:detect_leaks=1"})
         server.add_user("alice", PASSWORD)
         raw = big_message(6)
         server.add_message("alice", raw)
         server.start()
-        client = server.raw(timeout=60)
+        if tls:
+            client = server.raw(timeout=60, port=server.tls_port,
+                                ssl_context=server.ssl_context())
+        else:
+            client = server.raw(timeout=60)
         self.addCleanup(client.close)
         client.login("alice", PASSWORD)
         # Warm up: one full RETR, so buffers and caches exist before the
