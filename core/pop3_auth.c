@@ -48,24 +48,28 @@ static void follow(struct session *s, enum sasl_step step) {
     login_begin(s, POPKIT_REQ_AUTH_GET_CREDENTIAL, x->user, NULL);
     return;
   case SASL_STEP_SUCCESS: {
-    char *identity = s->login_identity;
+    /* login_succeeded() ends the exchange, x->user with it. */
+    char *identity = s->login_identity != NULL ? s->login_identity : strdup(x->user);
     s->login_identity = NULL;
-    login_succeeded(s, identity != NULL ? identity : x->user);
+    if (identity == NULL) {
+      login_failed(s, POPKIT_TEMPFAIL, "out of memory");
+      return;
+    }
+    login_succeeded(s, identity);
     free(identity);
     return;
   }
-  case SASL_STEP_FAILED:
+  case SASL_STEP_FAILED: {
+    const char *error = x->error; /* static text: it outlives the exchange */
     if (x->auth_failure || x->temp_failure) {
-      login_failed(s, x->temp_failure ? POPKIT_TEMPFAIL : POPKIT_FAIL, x->error);
+      login_failed(s, x->temp_failure ? POPKIT_TEMPFAIL : POPKIT_FAIL, error);
       return;
     }
-    session_log(s, POPKIT_LOG_INFO, "AUTH %s: %s", sasl_mech_name(x->mech), x->error);
-    {
-      const char *error = x->error;
-      login_reset(s);
-      session_error(s, "%s", error);
-    }
+    session_log(s, POPKIT_LOG_INFO, "AUTH %s: %s", sasl_mech_name(x->mech), error);
+    login_reset(s);
+    session_error(s, "%s", error);
     return;
+  }
   case SASL_STEP_CANCELED:
     login_reset(s);
     session_error(s, "Authentication canceled.");
