@@ -167,7 +167,8 @@ void session_shutdown(struct session *s);
  * forgets what the client said in clear (RFC 2595 section 4). */
 void session_tls_ready(struct session *s, const char *description);
 
-/* The time asked for with io->wait has passed. */
+/* The time asked for with io->wait has passed (pop3_login.c: only logins
+ * wait). */
 void session_wait_over(struct session *s);
 
 /* The connection is closed: cancel, unlock, and io->release when done. */
