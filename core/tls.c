@@ -30,6 +30,7 @@ struct tls_session {
   char *stash;
   size_t stash_len, stash_off;
   int last_error; /* GnuTLS code of the last failure */
+  bool starved;   /* pull ran out of ciphertext since the flag was cleared */
 };
 
 /* ---- Contexts ----------------------------------------------------------- */
@@ -172,6 +173,7 @@ static ssize_t pull(gnutls_transport_ptr_t ptr, void *buf, size_t size) {
   const char *src = from_stash ? t->stash + t->stash_off : t->window;
   size_t avail = from_stash ? t->stash_len - t->stash_off : t->window_len;
   if (avail == 0) {
+    t->starved = true;
     gnutls_transport_set_errno(t->session, EAGAIN);
     return -1;
   }
@@ -256,7 +258,8 @@ int tls_session_input_end(struct tls_session *t) {
   char *stash = malloc(kept + t->window_len);
   if (stash == NULL)
     return -ENOMEM;
-  memcpy(stash, t->stash + t->stash_off, kept);
+  if (kept > 0)
+    memcpy(stash, t->stash + t->stash_off, kept);
   memcpy(stash + kept, t->window, t->window_len);
   free(t->stash);
   t->stash = stash;
@@ -290,9 +293,13 @@ int tls_session_handshake(struct tls_session *t) {
 
 ssize_t tls_session_recv(struct tls_session *t, char *buf, size_t size) {
   for (;;) {
+    t->starved = false;
     ssize_t n = gnutls_record_recv(t->session, buf, size);
     if (n >= 0)
       return n;
+    if (n == GNUTLS_E_AGAIN && !t->starved)
+      continue; /* a TLS 1.3 post-handshake message (KeyUpdate) was handled,
+                   and records may wait behind it: not a lack of input */
     if (n == GNUTLS_E_REHANDSHAKE) {
       /* A TLS 1.2 client asks to renegotiate: POP3 has no use for it, and
        * refusing closes a door attacks have come through. */
