@@ -126,6 +126,13 @@ static int scram_verify(const char *stored, const char *password) {
   return rc;
 }
 
+const char *password_plain_secret(const char *stored) {
+  const char *name;
+  size_t name_len;
+  const char *payload = brace_scheme(stored, &name, &name_len);
+  return payload != NULL && scheme_is(name, name_len, "PLAIN") ? payload : NULL;
+}
+
 int password_verify(const char *stored, const char *password) {
   if (stored[0] != '{')
     return crypt_verify(stored, password);

@@ -26,6 +26,10 @@
  * of the password is right. Returns a POPKIT_PASSWORD_* value, or -ENOMEM. */
 int password_verify(const char *stored, const char *password);
 
+/* The password itself when stored is "{PLAIN}password" (any case of the
+ * name), else NULL: what APOP and SCRAM need from a kept password. */
+const char *password_plain_secret(const char *stored);
+
 /* The schemes popkit-passwd can produce, by Dovecot's names. */
 enum password_scheme {
   PASSWORD_SCRAM_SHA_256, /* the default: serves every mechanism popkit offers */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "password.h"
 #include "pop3_session.h"
 
 static uint64_t now_ms(void) {
@@ -56,10 +57,9 @@ void login_reset(struct session *s) {
 /* ---- Failure ------------------------------------------------------------ */
 
 static void send_delayed_reply(struct session *s) {
+  s->state = SESSION_AUTHORIZATION;
   /* Counted as a bad command: a guesser meets max_bad_commands too. */
   session_error(s, "%s", s->delayed_reply);
-  if (s->state == SESSION_AUTH_WAIT)
-    login_reset(s);
 }
 
 void login_failed(struct session *s, enum popkit_result result, const char *log_text) {
@@ -83,16 +83,13 @@ void login_failed(struct session *s, enum popkit_result result, const char *log_
     snprintf(s->delayed_reply, sizeof s->delayed_reply, "[AUTH] Authentication failed.");
     break;
   }
-  forget_secret(s);
-  end_sasl(s);
-  session_set_user(s, NULL);
+  login_reset(s);
   if (delay > 0 && !s->closing) {
     s->state = SESSION_AUTH_WAIT;
     s->waiting = WAIT_BEFORE_REPLY;
     s->io->wait(s->io_ctx, delay);
     return;
   }
-  login_reset(s);
   session_error(s, "%s", s->delayed_reply);
 }
 
@@ -100,10 +97,9 @@ void login_failed(struct session *s, enum popkit_result result, const char *log_
 
 static bool apop_digest_matches(const struct session *s, const char *credential,
                                 const char *digest) {
-  static const char plain_prefix[] = "{PLAIN}";
-  if (strncmp(credential, plain_prefix, sizeof plain_prefix - 1) != 0)
+  const char *secret = password_plain_secret(credential);
+  if (secret == NULL)
     return false;
-  const char *secret = credential + sizeof plain_prefix - 1;
   size_t ts_len = strlen(s->apop_timestamp);
   size_t secret_len = strlen(secret);
   char *text = malloc(ts_len + secret_len + 1);
@@ -163,7 +159,7 @@ static void on_auth_done(struct core_request *req) {
       result = POPKIT_FAIL;
       free(req->log_text);
       req->log_text =
-          strdup(req->credential != NULL && strncmp(req->credential, "{PLAIN}", 7) != 0
+          strdup(req->credential != NULL && password_plain_secret(req->credential) == NULL
                      ? "APOP needs a {PLAIN} credential"
                      : "APOP digest mismatch");
     }

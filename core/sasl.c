@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "base64.h"
+#include "password.h"
 
 /* What an exchange waits for; x->stage holds one of these. */
 enum sasl_stage {
@@ -216,14 +217,13 @@ static int stable_salt(const char *user, unsigned char salt[PLAIN_SCRAM_SALT_BYT
  * another negative errno code. */
 static int scram_keys_of(const char *user, const char *stored,
                          struct scram_credential *cred) {
-  static const char plain_prefix[] = "{PLAIN}";
   if (stored == NULL)
     return -EINVAL;
   if (strncasecmp(stored, SCRAM_CREDENTIAL_PREFIX, strlen(SCRAM_CREDENTIAL_PREFIX)) == 0)
     return scram_credential_parse(stored, cred);
-  if (strncasecmp(stored, plain_prefix, sizeof plain_prefix - 1) != 0)
+  const char *password = password_plain_secret(stored);
+  if (password == NULL)
     return -EINVAL;
-  const char *password = stored + sizeof plain_prefix - 1;
   unsigned char salt[PLAIN_SCRAM_SALT_BYTES];
   if (stable_salt(user, salt) < 0)
     return -EIO;
