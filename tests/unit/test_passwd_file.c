@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "check_run.h"
+#include "system_crypt.h"
 #include "module_harness.h"
 #include "password.h"
 
@@ -118,21 +119,6 @@ static size_t count_in_logs(const char *needle) {
   return n;
 }
 
-/* A fresh crypt(3) hash of password with a random salt. */
-static void make_hash(const char *prefix, unsigned long count, const char *password,
-                      char *out, size_t out_size) {
-  char setting[CRYPT_GENSALT_OUTPUT_SIZE];
-  ck_assert_ptr_nonnull(
-      crypt_gensalt_rn(prefix, count, NULL, 0, setting, (int)sizeof setting));
-  struct crypt_data *data = calloc(1, sizeof *data);
-  ck_assert_ptr_nonnull(data);
-  const char *hash = crypt_rn(password, setting, data, (int)sizeof *data);
-  ck_assert_ptr_nonnull(hash);
-  ck_assert_uint_lt(strlen(hash), out_size);
-  snprintf(out, out_size, "%s", hash);
-  free(data);
-}
-
 static void assert_verifies(const char *user, const char *password) {
   ck_assert_int_eq(verify(user, password), POPKIT_OK);
   ck_assert_str_eq(res->identity, user);
@@ -166,7 +152,7 @@ static const struct {
 
 START_TEST(each_crypt_scheme_accepts_the_right_password_only) {
   char hash[CRYPT_OUTPUT_SIZE];
-  make_hash(schemes[_i].prefix, schemes[_i].count, "correct horse", hash, sizeof hash);
+  system_crypt(schemes[_i].prefix, schemes[_i].count, "correct horse", hash, sizeof hash);
   char content[1024];
   snprintf(content, sizeof content, "bob:{PLAIN}b\nalice:%s\n", hash);
   open_users(content);
@@ -210,8 +196,8 @@ END_TEST
 
 START_TEST(dovecot_crypt_prefixes_verify) {
   char sha512[CRYPT_OUTPUT_SIZE], bcrypt[CRYPT_OUTPUT_SIZE];
-  make_hash("$6$", 1000, "pw six", sha512, sizeof sha512);
-  make_hash("$2y$", 4, "pw blf", bcrypt, sizeof bcrypt);
+  system_crypt("$6$", 1000, "pw six", sha512, sizeof sha512);
+  system_crypt("$2y$", 4, "pw blf", bcrypt, sizeof bcrypt);
   char content[2048];
   snprintf(content, sizeof content,
            "crypt:{CRYPT}%s\nsha:{SHA512-CRYPT}%s\nblf:{BLF-CRYPT}%s\n", sha512, sha512,
@@ -227,7 +213,7 @@ END_TEST
 
 START_TEST(unknown_scheme_and_locked_hashes_fail) {
   char hash[CRYPT_OUTPUT_SIZE];
-  make_hash("$6$", 1000, "pw", hash, sizeof hash);
+  system_crypt("$6$", 1000, "pw", hash, sizeof hash);
   char content[2048];
   snprintf(content, sizeof content,
            "ssha:{SSHA}c2VjcmV0c2FsdA==\n"
@@ -255,7 +241,7 @@ END_TEST
 
 START_TEST(password_with_colons_and_spaces) {
   char hash[CRYPT_OUTPUT_SIZE];
-  make_hash("$y$", 1, " pa:ss wo:rd ", hash, sizeof hash);
+  system_crypt("$y$", 1, " pa:ss wo:rd ", hash, sizeof hash);
   char content[1024];
   snprintf(content, sizeof content, "alice:%s\nbob:{PLAIN}with  spaces \n", hash);
   open_users(content);
@@ -271,7 +257,7 @@ END_TEST
 
 START_TEST(comments_blank_lines_and_crlf) {
   char hash[CRYPT_OUTPUT_SIZE];
-  make_hash("$6$", 1000, "b1", hash, sizeof hash);
+  system_crypt("$6$", 1000, "b1", hash, sizeof hash);
   char content[2048];
   snprintf(content, sizeof content,
            "# users of example.org\r\n"
@@ -387,7 +373,7 @@ static void assert_unknown_everywhere(const char *user) {
 
 START_TEST(unknown_user_is_not_found_for_every_operation) {
   char hash[CRYPT_OUTPUT_SIZE];
-  make_hash("$2b$", 4, "whatever", hash, sizeof hash);
+  system_crypt("$2b$", 4, "whatever", hash, sizeof hash);
   char content[1024];
   snprintf(content, sizeof content, "alice:%s\nbob:{PLAIN}whatever\n", hash);
   open_users(content);
@@ -412,8 +398,8 @@ END_TEST
 
 START_TEST(credential_is_the_stored_string_exactly) {
   char yescrypt[CRYPT_OUTPUT_SIZE], sha512[CRYPT_OUTPUT_SIZE];
-  make_hash("$y$", 1, "pw", yescrypt, sizeof yescrypt);
-  make_hash("$6$", 1000, "pw", sha512, sizeof sha512);
+  system_crypt("$y$", 1, "pw", yescrypt, sizeof yescrypt);
+  system_crypt("$6$", 1000, "pw", sha512, sizeof sha512);
   char content[2048];
   snprintf(content, sizeof content,
            "y:%s\nc:{CRYPT}%s\np:{PLAIN}secret\nl:!\nx:{SSHA}abc\n", yescrypt, sha512);
@@ -715,7 +701,7 @@ static void *verify_worker(void *arg) {
 
 START_TEST(concurrent_operations_while_the_file_is_replaced) {
   char hash[CRYPT_OUTPUT_SIZE];
-  make_hash("$5$", 1000, "c1", hash, sizeof hash);
+  system_crypt("$5$", 1000, "c1", hash, sizeof hash);
   char content[4096];
   snprintf(content, sizeof content, "alice:{PLAIN}a1\ncarol:%s\n", hash);
   open_users(content);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "check_run.h"
+#include "system_crypt.h"
 #include "password.h"
 #include "scram.h"
 
@@ -21,22 +22,6 @@
 static const char rfc7677_credential[] = "{SCRAM-SHA-256}4096,W22ZaJ0SNY7soEsUEjb6gQ==,"
                                          "WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=,"
                                          "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
-
-/* A crypt(3) hash made by the system's libxcrypt, independently of the code
- * under test. */
-static void system_crypt(const char *setting_prefix, unsigned long count,
-                         const char *password, char *out, size_t out_size) {
-  char setting[CRYPT_GENSALT_OUTPUT_SIZE];
-  ck_assert_ptr_nonnull(
-      crypt_gensalt_rn(setting_prefix, count, NULL, 0, setting, (int)sizeof setting));
-  struct crypt_data *data = calloc(1, sizeof *data);
-  ck_assert_ptr_nonnull(data);
-  const char *hash = crypt_rn(password, setting, data, (int)sizeof *data);
-  ck_assert_ptr_nonnull(hash);
-  ck_assert_uint_lt(strlen(hash), out_size);
-  snprintf(out, out_size, "%s", hash);
-  free(data);
-}
 
 /* ---- Verifying known secrets ------------------------------------------- */
 
@@ -88,6 +73,18 @@ START_TEST(hashes_of_the_system_crypt_verify) {
   snprintf(stored, sizeof stored, "%s%s", system_schemes[_i].label, hash);
   ck_assert_int_eq(password_verify(stored, " pa:ss wo:rd "), MATCH);
   ck_assert_int_eq(password_verify(stored, "x"), MISMATCH);
+}
+END_TEST
+
+/* What APOP and SCRAM read out of a kept password. */
+START_TEST(plain_secret_is_found_in_any_case) {
+  ck_assert_str_eq(password_plain_secret("{PLAIN}pencil"), "pencil");
+  ck_assert_str_eq(password_plain_secret("{plain}pen:cil"), "pen:cil");
+  ck_assert_str_eq(password_plain_secret("{PLAIN}"), "");
+  ck_assert_ptr_null(password_plain_secret("{CRYPT}$6$salt$hash"));
+  ck_assert_ptr_null(password_plain_secret("{SCRAM-SHA-256}4096,a,b,c"));
+  ck_assert_ptr_null(password_plain_secret("pencil"));
+  ck_assert_ptr_null(password_plain_secret("{PLAIN"));
 }
 END_TEST
 
@@ -357,6 +354,7 @@ int main(void) {
   tcase_add_test(verify, published_crypt_vectors_verify_bare_and_with_dovecot_prefixes);
   tcase_add_loop_test(verify, hashes_of_the_system_crypt_verify, 0,
                       (int)(sizeof system_schemes / sizeof system_schemes[0]));
+  tcase_add_test(verify, plain_secret_is_found_in_any_case);
   tcase_add_test(verify, plain_compares_the_whole_password);
   tcase_add_test(verify, scram_credential_checks_a_plaintext_password);
   tcase_add_test(verify, scheme_names_are_case_insensitive);
