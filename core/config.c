@@ -15,9 +15,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stddef.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,8 +287,10 @@ struct limit_key {
   bool is_size; /* size_t field; otherwise unsigned */
 };
 
-#define LIMIT_U(name, min, max) {#name, min, max, offsetof(struct config_limits, name), false}
-#define LIMIT_SZ(name, min, max) {#name, min, max, offsetof(struct config_limits, name), true}
+#define LIMIT_U(name, min, max)                                                          \
+  { #name, min, max, offsetof(struct config_limits, name), false }
+#define LIMIT_SZ(name, min, max)                                                         \
+  { #name, min, max, offsetof(struct config_limits, name), true }
 
 /* RFC 1939 section 3 says an autologout timer MUST be at least 10 minutes,
  * and 600 is the default. Smaller values are accepted when set explicitly,
@@ -334,8 +336,8 @@ static int parse_limits(struct config_parser *p, const json_t *limits) {
     else
       *(unsigned *)field = (unsigned)value;
   }
-  if ((rc = config_get_boolean(p, limits, path, "exempt_loopback", &out->exempt_loopback)) <
-      0)
+  if ((rc = config_get_boolean(p, limits, path, "exempt_loopback",
+                               &out->exempt_loopback)) < 0)
     return rc;
   if (out->auth_failure_delay_max_ms < out->auth_failure_delay_ms)
     return config_fail(p, path, "auth_failure_delay_max_ms",

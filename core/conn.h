@@ -44,16 +44,16 @@ struct conn {
   struct conn *prev, *next; /* the worker's list */
   uint64_t last_activity;   /* uv_now() of the last byte in or out */
   unsigned handles_open;
-  size_t write_queued;  /* bytes handed to uv_write and not yet done */
-  bool input_wanted;    /* the session wants input (its buffer has room) */
-  bool reading;         /* uv_read_start is in effect */
-  bool peer_eof;        /* the client shut down its side */
-  bool addr_counted; /* login_guard_connect succeeded for session.addr */
+  size_t write_queued; /* bytes handed to uv_write and not yet done */
+  bool input_wanted;   /* the session wants input (its buffer has room) */
+  bool reading;        /* uv_read_start is in effect */
+  bool peer_eof;       /* the client shut down its side */
+  bool addr_counted;   /* login_guard_connect succeeded for session.addr */
 
   enum conn_tls tls_state;
-  bool implicit_tls;    /* the listener speaks TLS from the first byte */
-  bool tls_driving;     /* inside drive_tls(): calls from below just note */
-  bool tls_again;       /*   that it should loop once more */
+  bool implicit_tls; /* the listener speaks TLS from the first byte */
+  bool tls_driving;  /* inside drive_tls(): calls from below just note */
+  bool tls_again;    /*   that it should loop once more */
   bool tls_bye_sent;
   struct tls_session *tls;
 

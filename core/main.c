@@ -265,8 +265,8 @@ int main(int argc, char **argv) {
   }
   const struct worker_shared shared = {.guard = guard, .tls = &tls_store};
   for (unsigned i = 0; i < worker_count; i++) {
-    if (worker_init(&workers[i], i, config, &shared, fds + (size_t)i * config->listen_count,
-                    error, sizeof error) < 0) {
+    if (worker_init(&workers[i], i, config, &shared,
+                    fds + (size_t)i * config->listen_count, error, sizeof error) < 0) {
       fprintf(stderr, "popkitd: %s\n", error);
       return 1;
     }

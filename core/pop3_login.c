@@ -173,8 +173,8 @@ static void on_auth_done(struct core_request *req) {
 }
 
 static void submit_attempt(struct session *s) {
-  const char *password = s->login_kind == POPKIT_REQ_AUTH_VERIFY_PLAIN ? s->login_secret
-                                                                       : NULL;
+  const char *password =
+      s->login_kind == POPKIT_REQ_AUTH_VERIFY_PLAIN ? s->login_secret : NULL;
   struct core_request *req = chain_auth(s->env->chain, s->login_kind, s->user, password,
                                         s->client_ip, s->id, on_auth_done, s);
   if (req == NULL) {

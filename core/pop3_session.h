@@ -105,12 +105,12 @@ struct session {
 
   /* The login in progress (pop3_login.c). */
   enum popkit_request_kind login_kind;
-  char *login_secret;         /* password or APOP digest; wiped when freed */
+  char *login_secret; /* password or APOP digest; wiped when freed */
   enum session_waiting waiting;
-  char delayed_reply[160];    /* the -ERR a penalty holds back */
-  struct sasl *sasl;          /* AUTH in progress */
-  char *login_identity;       /* SCRAM: the mailbox the chain named */
-  char *user_counted;         /* the identity counted in the login guard */
+  char delayed_reply[160]; /* the -ERR a penalty holds back */
+  struct sasl *sasl;       /* AUTH in progress */
+  char *login_identity;    /* SCRAM: the mailbox the chain named */
+  char *user_counted;      /* the identity counted in the login guard */
 
   struct core_request *pending; /* the backend call in flight, if any */
   void *mailbox;                /* the store's handle while open */
@@ -222,7 +222,8 @@ void pop3_auth_command(struct session *s, char *args);
  * passed the limit (the exchange is aborted). */
 void pop3_auth_line(struct session *s, char *line, bool too_long);
 /* SCRAM: the chain's answer to the credential request. */
-void pop3_auth_credential(struct session *s, const char *credential, const char *identity);
+void pop3_auth_credential(struct session *s, const char *credential,
+                          const char *identity);
 /* The mechanisms this connection may use now, for CAPA and AUTH alone. */
 bool pop3_auth_mech_offered(const struct session *s, enum sasl_mech mech);
 

@@ -1,9 +1,9 @@
 #include "sasl.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -204,9 +204,8 @@ static void draw_salt_key(void) {
 static int stable_salt(const char *user, unsigned char salt[PLAIN_SCRAM_SALT_BYTES]) {
   unsigned char mac[32];
   pthread_once(&salt_key_once, draw_salt_key);
-  if (!salt_key_ready ||
-      gnutls_hmac_fast(GNUTLS_MAC_SHA256, salt_key, sizeof salt_key, user, strlen(user),
-                       mac) < 0)
+  if (!salt_key_ready || gnutls_hmac_fast(GNUTLS_MAC_SHA256, salt_key, sizeof salt_key,
+                                          user, strlen(user), mac) < 0)
     return -EIO;
   memcpy(salt, mac, PLAIN_SCRAM_SALT_BYTES);
   return 0;

@@ -74,8 +74,8 @@ out:
   return rc;
 }
 
-int tls_context_new(const struct config *config, struct tls_context **ctx_r,
-                    char *error, size_t error_size) {
+int tls_context_new(const struct config *config, struct tls_context **ctx_r, char *error,
+                    size_t error_size) {
   struct tls_context *ctx = calloc(1, sizeof *ctx);
   if (ctx == NULL) {
     snprintf(error, error_size, "TLS: out of memory");

@@ -33,8 +33,8 @@ struct tls_context;
 /* Loads the certificate chain and key named by config->tls. Returns 0, or
  * a negative code with a one-line reason (file and GnuTLS's words) in
  * error. */
-int tls_context_new(const struct config *config, struct tls_context **ctx_r,
-                    char *error, size_t error_size);
+int tls_context_new(const struct config *config, struct tls_context **ctx_r, char *error,
+                    size_t error_size);
 void tls_context_ref(struct tls_context *ctx);
 void tls_context_unref(struct tls_context *ctx);
 

@@ -39,7 +39,7 @@ struct worker {
   struct session_env env;
   struct tls_store *tls;
   char *tls_read_buffer; /* WORKER_TLS_READ_SIZE bytes */
-  uv_tcp_t *listeners; /* one per config listen entry */
+  uv_tcp_t *listeners;   /* one per config listen entry */
   size_t listener_count;
   uv_async_t stop_async;     /* the main thread asks for shutdown */
   uv_timer_t shutdown_timer; /* end of the grace period */
