@@ -21,9 +21,9 @@
 #include <unistd.h>
 
 #include "check_run.h"
-#include "system_crypt.h"
 #include "module_harness.h"
 #include "password.h"
+#include "system_crypt.h"
 
 /* One base directory for the whole run, made and removed by the parent
  * process, so that it is cleaned up even after a test fails (Check skips a

@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "check_run.h"
-#include "system_crypt.h"
 #include "password.h"
 #include "scram.h"
+#include "system_crypt.h"
 
 #define MATCH POPKIT_PASSWORD_MATCH
 #define MISMATCH POPKIT_PASSWORD_MISMATCH
