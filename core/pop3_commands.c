@@ -214,8 +214,7 @@ static void cmd_stls(struct session *s, struct pop3_args *a) {
   /* Commands pipelined after STLS arrived in clear, where anyone on the
    * path could have put them: they are dropped, never run under TLS. */
   line_parser_reset(&s->parser);
-  session_set_user(s, NULL);
-  s->state = SESSION_TLS_WAIT;
+  s->state = SESSION_TLS_WAIT; /* session_tls_ready() forgets the USER */
   s->io->start_tls(s->io_ctx);
 }
 
