@@ -268,7 +268,6 @@ static void cmd_retr(struct session *s, struct pop3_args *a) {
   uint64_t i;
   if (!want_args(s, a, 1, 1, "RETR msg") || !message_arg(s, a->v[0], &i))
     return;
-  session_reply(s, "%llu octets", (unsigned long long)s->listing.entries[i].size);
   session_begin_sending(s, SEND_MESSAGE, i, false, 0);
 }
 
@@ -280,7 +279,6 @@ static void cmd_top(struct session *s, struct pop3_args *a) {
     session_error(s, "Invalid line count: expected a number of 0 or more.");
     return;
   }
-  session_reply(s, "Top of message follows.");
   session_begin_sending(s, SEND_MESSAGE, i, true, lines);
 }
 

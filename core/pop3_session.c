@@ -427,6 +427,32 @@ static void on_read_done(struct core_request *req) {
       session_maybe_release(s);
     return;
   }
+  if (req->result != POPKIT_OK && s->reply_held) {
+    /* Nothing is out yet: the command fails and the session goes on. */
+    session_log(s, POPKIT_LOG_ERROR, "reading message %llu failed: %s: %s",
+                (unsigned long long)s->send_index + 1, result_name(req->result),
+                req->log_text ? req->log_text : "");
+    bool temporary = req->result == POPKIT_TEMPFAIL;
+    core_request_free(req);
+    end_sending(s);
+    /* Not session_error: the store failed, not the client. */
+    if (temporary)
+      outbuf_append_literal(
+          &s->out,
+          "-ERR [SYS/TEMP] The message cannot be read now, try again later.\r\n");
+    else
+      outbuf_append_literal(&s->out, "-ERR [SYS/PERM] The message cannot be read.\r\n");
+    session_pump(s);
+    return;
+  }
+  if (s->reply_held) {
+    s->reply_held = false;
+    if (s->send_top)
+      session_reply(s, "Top of message follows.");
+    else
+      session_reply(s, "%llu octets",
+                    (unsigned long long)s->listing.entries[s->send_index].size);
+  }
   if (req->result != POPKIT_OK || req->pub.store.length > RAW_CHUNK) {
     /* The +OK line is out and part of the message may be too: no -ERR can
      * follow. Closing without the terminator tells the client the message
@@ -477,6 +503,8 @@ void session_begin_sending(struct session *s, enum session_sender what, uint64_t
       return;
     }
     encoder_init(&s->encoder, top, top_lines);
+    s->reply_held = true;
+    s->send_top = top;
   }
   send_more(s);
 }

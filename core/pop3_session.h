@@ -123,6 +123,11 @@ struct session {
   uint64_t send_offset;
   struct encoder encoder;
   char *raw; /* chunk buffer for RETR, only while sending */
+  /* RETR and TOP hold their +OK until the store has read the first chunk,
+   * so a store that cannot read (its database is down) gets an -ERR and
+   * the session goes on, instead of a reply cut short. */
+  bool reply_held;
+  bool send_top; /* the held reply is TOP's */
 
   uint64_t retrieved, retrieved_octets, expunged; /* for the log */
   const char *end_reason;                         /* why the session ended, for the log */

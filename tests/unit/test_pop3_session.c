@@ -332,6 +332,27 @@ START_TEST(stat_list_uidl_retr_top) {
 }
 END_TEST
 
+/* A message the store cannot read (here: its file went away after the
+ * listing) gets an -ERR before any +OK, and the session goes on. */
+START_TEST(unreadable_message_gets_err_and_session_goes_on) {
+  struct test_conn c;
+  conn_open(&c, "127.0.0.1");
+  login(&c);
+  char command[512];
+  snprintf(command, sizeof command,
+           "rm -f %s/mail/ana/new/1000.a.host* %s/mail/ana/cur/1000.a.host*", fx.dir,
+           fx.dir);
+  ck_assert_int_eq(system(command), 0);
+  const char *r = say(&c, "RETR 1\r\n");
+  ck_assert_msg(strncmp(r, "-ERR [SYS/", 10) == 0, "RETR of a vanished message: %s", r);
+  r = say(&c, "TOP 1 0\r\n");
+  ck_assert_msg(strncmp(r, "-ERR [SYS/", 10) == 0, "TOP of a vanished message: %s", r);
+  ck_assert_str_eq(say(&c, "RETR 2\r\n"),
+                   "+OK 34 octets\r\nSubject: two\r\n\r\nno final newline\r\n.\r\n");
+  conn_free(&c);
+}
+END_TEST
+
 START_TEST(bad_arguments) {
   struct test_conn c;
   conn_open(&c, "127.0.0.1");
@@ -694,6 +715,7 @@ int main(void) {
   tcase_add_test(tc, non_loopback_refuses_plaintext);
   tcase_add_test(tc, wrong_password_and_unknown_user);
   tcase_add_test(tc, stat_list_uidl_retr_top);
+  tcase_add_test(tc, unreadable_message_gets_err_and_session_goes_on);
   tcase_add_test(tc, bad_arguments);
   tcase_add_test(tc, commands_in_the_wrong_state);
   tcase_add_test(tc, too_many_bad_commands_close);
