@@ -176,6 +176,7 @@ static const char *read_row(struct auth_call *call, const PGresult *res, char *w
 static void on_row(struct pg_query *q, PGresult *res, const char *error) {
   struct auth_call *call = q->data;
   call->req->base.module_data = NULL;
+  bool statement_failed = q->statement_failed;
   pg_query_free(q);
   char why[256];
   const char *bad = error;
@@ -189,7 +190,11 @@ static void on_row(struct pg_query *q, PGresult *res, const char *error) {
     PQclear(res);
   }
   if (bad != NULL) {
-    pg_log(call->m, &call->req->base, POPKIT_LOG_ERROR, "password_query: %s", bad);
+    /* A connection that failed was logged by the pool; a query that
+     * PostgreSQL refuses, or an answer of the wrong shape, is the site's
+     * to fix. */
+    if (error == NULL || statement_failed)
+      pg_log(call->m, &call->req->base, POPKIT_LOG_ERROR, "password_query: %s", bad);
     finish(call, POPKIT_TEMPFAIL, bad);
     return;
   }

@@ -247,6 +247,7 @@ static void conn_query_done(struct pg_conn *conn) {
     q->cb(q, res, NULL);
   } else {
     char error[600];
+    q->statement_failed = res != NULL;
     if (res != NULL)
       pg_query_error_text(res, error, sizeof error);
     else

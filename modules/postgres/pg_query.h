@@ -36,6 +36,9 @@ struct pg_query {
    * transaction. */
   bool retry_safe;
   unsigned attempts;
+  /* Set before a failure's callback: PostgreSQL answered the statement
+   * with an error (a fault of the SQL or the data, not of the connection). */
+  bool statement_failed;
   bool canceled;          /* pg_pool_cancel: fail it instead of sending it */
   uint64_t deadline_ms;   /* uv_now() after which it fails */
   struct pg_lease *lease; /* runs on the lease's connection */
