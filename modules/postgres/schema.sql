@@ -21,10 +21,11 @@ INSERT INTO popkit.schema_version (version) VALUES (1);
 -- Users, for the auth role's default password_query. password holds any
 -- secret popkitd reads: a crypt(3) string ($y$, $2b$, $6$, $5$), {PLAIN}...
 -- or {SCRAM-SHA-256}... (popkit-passwd prints them). mailbox names the
--- mailbox the user reads; NULL means the user name.
+-- mailbox the user reads; NULL means the user name. A NULL password locks
+-- the user out.
 CREATE TABLE popkit.users (
   name text PRIMARY KEY,
-  password text NOT NULL,
+  password text,
   mailbox text
 );
 
