@@ -12,13 +12,17 @@ static const char list_sql[] = "SELECT m.id, m.uid, m.size FROM popkit.messages 
                                " JOIN popkit.mailboxes b ON b.id = m.mailbox_id"
                                " WHERE b.name = $1 ORDER BY m.id";
 
-/* The piece of message $1 that holds byte $2: the last one that starts at
- * or before it. No row: the message is gone. A row of NULLs: it has no
- * piece there (an empty message). */
+/* The piece of message $1 that holds byte $2 (the last one that starts at
+ * or before it) and where the message ends. No row: the message is gone.
+ * NULLs: it has no piece there (an empty message). octet_length reads a
+ * stored value's length without fetching the value. */
 static const char read_sql[] =
-    "SELECT c.start, c.data FROM popkit.messages m"
+    "SELECT c.start, c.data, e.message_end FROM popkit.messages m"
     " LEFT JOIN LATERAL (SELECT start, data FROM popkit.message_chunks"
     " WHERE message_id = m.id AND start <= $2 ORDER BY start DESC LIMIT 1) c ON true"
+    " LEFT JOIN LATERAL (SELECT start + octet_length(data) AS message_end"
+    " FROM popkit.message_chunks WHERE message_id = m.id ORDER BY start DESC LIMIT 1) e"
+    " ON true"
     " WHERE m.id = $1";
 
 /* $1..$4 as pg_lock_params; $5 the ids. The lease is renewed and checked
@@ -42,9 +46,13 @@ struct pg_mailbox {
   int64_t session;
   size_t count;
   int64_t *ids; /* popkit.messages.id in listing order */
-  /* The piece of a message last read, served to popkitd's smaller reads. */
-  PGresult *piece;
-  uint64_t piece_index;
+  /* The piece of a message last read, served to popkitd's smaller reads,
+   * and where that message ends. The piece goes once its last byte is
+   * served, so a session that has sent its messages holds none. */
+  bool have_message; /* the fields below are about message_index */
+  uint64_t message_index;
+  uint64_t message_end;
+  PGresult *piece; /* NULL once served to its end */
   uint64_t piece_start;
   const char *piece_data;
   size_t piece_length;
@@ -217,10 +225,22 @@ void pg_store_open(void *instance, struct popkit_store_request *req) {
 
 /* ---- Read --------------------------------------------------------------- */
 
-/* Serves the read from the piece in hand, if it holds req->offset. */
-static bool serve_from_piece(struct pg_mailbox *mb, struct popkit_store_request *req) {
-  if (mb->piece == NULL || mb->piece_index != req->index ||
-      req->offset < mb->piece_start || req->offset >= mb->piece_start + mb->piece_length)
+static void drop_piece(struct pg_mailbox *mb) {
+  PQclear(mb->piece);
+  mb->piece = NULL;
+}
+
+/* Answers the read from what is in hand: a byte of the piece, or the end
+ * of the message. */
+static bool serve_from_hand(struct pg_mailbox *mb, struct popkit_store_request *req) {
+  if (!mb->have_message || mb->message_index != req->index)
+    return false;
+  if (req->offset >= mb->message_end) {
+    req->length = 0;
+    return true;
+  }
+  if (mb->piece == NULL || req->offset < mb->piece_start ||
+      req->offset >= mb->piece_start + mb->piece_length)
     return false;
   size_t skip = (size_t)(req->offset - mb->piece_start);
   size_t n = mb->piece_length - skip;
@@ -228,6 +248,9 @@ static bool serve_from_piece(struct pg_mailbox *mb, struct popkit_store_request 
     n = req->buffer_size;
   memcpy(req->buffer, mb->piece_data + skip, n);
   req->length = n;
+  if (skip + n == mb->piece_length &&
+      mb->piece_start + mb->piece_length >= mb->message_end)
+    drop_piece(mb); /* the message's last byte is out */
   return true;
 }
 
@@ -245,21 +268,26 @@ static void on_piece(struct pg_query *q, PGresult *res, const char *error) {
     finish(call, POPKIT_PERMFAIL, "the message was deleted by another session");
     return;
   }
-  if (PQgetisnull(res, 0, 0) || PQgetlength(res, 0, 0) != 8) {
+  drop_piece(mb);
+  mb->have_message = true;
+  mb->message_index = req->index;
+  if (PQgetisnull(res, 0, 0) || PQgetlength(res, 0, 0) != 8 ||
+      PQgetlength(res, 0, 2) != 8) {
     /* No piece at or before the offset: an empty message. */
     PQclear(res);
-    req->length = 0;
-    finish(call, POPKIT_OK, NULL);
+    mb->message_end = 0;
+  } else {
+    mb->piece = res;
+    mb->piece_start = (uint64_t)pg_text_int8(PQgetvalue(res, 0, 0));
+    mb->piece_data = PQgetvalue(res, 0, 1);
+    mb->piece_length = (size_t)PQgetlength(res, 0, 1);
+    mb->message_end = (uint64_t)pg_text_int8(PQgetvalue(res, 0, 2));
+  }
+  if (!serve_from_hand(mb, req)) {
+    /* The pieces leave a gap at the offset: a message imported wrongly. */
+    finish(call, POPKIT_PERMFAIL, "the message's pieces do not cover it without gaps");
     return;
   }
-  PQclear(mb->piece);
-  mb->piece = res;
-  mb->piece_index = req->index;
-  mb->piece_start = (uint64_t)pg_text_int8(PQgetvalue(res, 0, 0));
-  mb->piece_data = PQgetvalue(res, 0, 1);
-  mb->piece_length = (size_t)PQgetlength(res, 0, 1);
-  if (!serve_from_piece(mb, req))
-    req->length = 0; /* the offset is past the last piece: the end */
   finish(call, POPKIT_OK, NULL);
 }
 
@@ -270,7 +298,7 @@ void pg_store_read(void *instance, struct popkit_store_request *req) {
     m->host->complete(&req->base, POPKIT_PERMFAIL, "no such message in the listing");
     return;
   }
-  if (serve_from_piece(mb, req)) {
+  if (serve_from_hand(mb, req)) {
     m->host->complete(&req->base, POPKIT_OK, NULL);
     return;
   }
