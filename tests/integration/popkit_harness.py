@@ -6,6 +6,13 @@ the way an MTA writes them (LF line ends, files in new/ and cur/). ctest
 hands us the paths of the binaries and module directories in the
 environment (see tests/integration/CMakeLists.txt).
 
+With POPKIT_TEST_STORE=postgres in the environment (ctest's *-postgres
+tests) the same tests run against the postgres module instead: users and
+mail go into a fresh database of a real PostgreSQL that the first server
+of the test process starts (pg_cluster.py), the way an admin or an import
+script would write them. Tests about maildir files themselves are marked
+@maildir_only.
+
 The harness checks on every shutdown what a user would check on a real
 server: SIGTERM makes popkitd exit 0, and nothing in its stderr comes from
 AddressSanitizer or UBSan (the suite also runs against sanitizer builds).
@@ -32,6 +39,8 @@ import time
 import unittest
 import warnings
 
+from pg_cluster import PostgresCluster
+
 with warnings.catch_warnings():
     # crypt is deprecated since 3.11 but still the stdlib's only door to
     # libxcrypt, which is what passwd-file verifies hashes with.
@@ -43,6 +52,18 @@ POPKIT_DELIVER = os.environ.get("POPKIT_DELIVER")
 POPKIT_PASSWD = os.environ.get("POPKIT_PASSWD")
 MODULES_DIR = os.environ.get("POPKIT_MODULES_DIR")
 TEST_MODULES_DIR = os.environ.get("POPKIT_TEST_MODULES_DIR")
+
+# Where users and mail live: "maildir" (passwd-file and maildir) or
+# "postgres" (the postgres module for both roles).
+STORES = ("maildir", "postgres")
+STORE = os.environ.get("POPKIT_TEST_STORE") or "maildir"
+
+# popkit-deliver writes messages in pieces of this size; add_message too.
+PG_CHUNK_BYTES = 64 * 1024
+# Writes queued before popkitd starts go to psql in batches of about this
+# much SQL or this many psql variables (argv has room for many more).
+PG_BATCH_BYTES = 32 << 20
+PG_BATCH_VARIABLES = 2000
 
 SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer")
 
@@ -59,6 +80,9 @@ poplib._MAXLINE = 1 << 20
 
 def require_environment():
     """Fail loudly (not skip) when run outside ctest without the paths."""
+    if STORE not in STORES:
+        raise RuntimeError("POPKIT_TEST_STORE=%s: expected one of %s" %
+                           (STORE, ", ".join(STORES)))
     missing = [
         name
         for name in ("POPKITD", "POPKIT_DELIVER", "POPKIT_PASSWD",
@@ -69,6 +93,13 @@ def require_environment():
         raise RuntimeError(
             "integration tests need the environment variables %s; run them "
             "through ctest, or set them by hand" % ", ".join(missing))
+
+
+def maildir_only(reason: str):
+    """Skip a test in the postgres runs: for tests about maildir files
+    themselves (their names, paths, directories), which the postgres
+    store does not have. reason says what the test is about."""
+    return unittest.skipIf(STORE == "postgres", "about maildir files: " + reason)
 
 
 # ---- Expected bytes, computed independently of popkitd -------------------
@@ -398,17 +429,48 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+_shared_pg_cluster = None
+_pg_database_seq = 0
+
+
+def shared_pg_cluster() -> PostgresCluster:
+    """The PostgreSQL of this test process, started on first use and
+    shared by every server of the process (each has its own database)."""
+    global _shared_pg_cluster
+    if _shared_pg_cluster is None:
+        cluster = PostgresCluster()
+        cluster.start()
+        _shared_pg_cluster = cluster
+    return _shared_pg_cluster
+
+
 class PopkitServer:
     """One popkitd in its own temporary directory.
 
     Layout: DIR/users (passwd-file), DIR/mail/<user>/{new,cur,tmp},
     DIR/popkit.json, DIR/popkitd.stderr. Config overrides are deep-merged
     into the default config, so a test names only what it changes.
+
+    store (default: POPKIT_TEST_STORE, else "maildir") says where users
+    and mail live. With "postgres", self.pg is the process's PostgreSQL,
+    self.pg_db this server's own database in it and self.conninfo what
+    popkitd connects with; add_user, add_message and message_files work
+    on that database.
     """
 
     def __init__(self, config=None, modules_dir=None, host="127.0.0.1", env=None,
-                 tls=False):
+                 tls=False, store=None):
         require_environment()
+        self.store = store or STORE
+        if self.store not in STORES:
+            raise ValueError("store %r: expected one of %s" % (self.store, ", ".join(STORES)))
+        self.pg = self.pg_db = self.conninfo = None
+        if self.store == "postgres":
+            global _pg_database_seq
+            _pg_database_seq += 1
+            self.pg = shared_pg_cluster()
+            self.pg_db = "popkit_it_%d" % _pg_database_seq
+            self.conninfo = self.pg.create_database(self.pg_db)
         self.dir = tempfile.mkdtemp(prefix="popkit-it-")
         self.users_path = os.path.join(self.dir, "users")
         self.mail_root = os.path.join(self.dir, "mail")
@@ -422,6 +484,9 @@ class PopkitServer:
         self.port = free_port(host)
         self.users = []
         self._message_seq = 0
+        self._pending_sql = []
+        self._pending_variables = {}
+        self._pending_bytes = 0
         self.process = None
         self.returncode = None
         self.start_failed = False
@@ -455,13 +520,18 @@ class PopkitServer:
         return client_ssl_context(self.certificate)
 
     def default_config(self) -> dict:
+        if self.store == "postgres":
+            auth = [{"module": "postgres", "conninfo": self.conninfo}]
+            store = {"module": "postgres", "conninfo": self.conninfo}
+        else:
+            auth = [{"module": "passwd-file", "path": self.users_path}]
+            store = {"module": "maildir", "path": os.path.join(self.mail_root, "%u")}
         return {
             "hostname": "test.local",
             "workers": 2,
             "listen": [{"address": self.host, "port": self.port}],
-            "auth": [{"module": "passwd-file", "path": self.users_path}],
-            "store": {"module": "maildir",
-                      "path": os.path.join(self.mail_root, "%u")},
+            "auth": auth,
+            "store": store,
             "limits": {
                 "max_line_bytes": 8192,
                 "login_timeout_s": 60,
@@ -478,8 +548,46 @@ class PopkitServer:
     # -- users and mail --
 
     def add_user(self, name: str, password: str, scheme: str = "plain"):
-        self.users.append((name, hash_password(password, scheme)))
+        hashed = hash_password(password, scheme)
+        self.users.append((name, hashed))
         self._write_users()
+        if self.store == "postgres":
+            # mailbox NULL: the user reads the mailbox of the same name.
+            self._write_sql("INSERT INTO popkit.users (name, password)"
+                            " VALUES (:'name{n}', :'password{n}');",
+                            name=name, password=hashed)
+
+    def sql(self, sql: str, **variables) -> list:
+        """Run sql in this server's database (postgres store) after the
+        writes still queued; values only as psql variables, as in
+        PostgresCluster.psql."""
+        if self.pg is None:
+            raise AssertionError("server.sql() needs the postgres store")
+        self.flush_sql()
+        return self.pg.psql(self.pg_db, sql, **variables)
+
+    def _write_sql(self, template: str, tail: str = "", **variables):
+        """Write users or mail. Until popkitd runs, writes are queued and
+        sent in one psql run by flush_sql() (at the latest when the config
+        is written), so a pool of 140 users with 700 messages costs one
+        psql start rather than 840. template's psql variables are written
+        :'NAME{n}'; tail is more SQL, sent as it is."""
+        suffix = "_%d" % len(self._pending_sql)
+        self._pending_sql.append(template.replace("{n}", suffix) + tail)
+        self._pending_variables.update((key + suffix, value)
+                                       for key, value in variables.items())
+        self._pending_bytes += len(template) + len(tail)
+        if (self.process is not None or self._pending_bytes > PG_BATCH_BYTES
+                or len(self._pending_variables) > PG_BATCH_VARIABLES):
+            self.flush_sql()
+
+    def flush_sql(self):
+        """Send the queued writes (see _write_sql)."""
+        if not self._pending_sql:
+            return
+        script, variables = "\n".join(self._pending_sql), self._pending_variables
+        self._pending_sql, self._pending_variables, self._pending_bytes = [], {}, 0
+        self.pg.psql(self.pg_db, script, **variables)
 
     def _write_users(self):
         lines = ["# written by popkit_harness.py"]
@@ -504,20 +612,55 @@ class PopkitServer:
 
         Generated names start with an increasing timestamp, so mailbox
         order is the order of add_message calls.
+
+        With the postgres store the message goes into the mailbox named
+        user and its unique id is name up to ":" (subdir means nothing
+        there); that unique id is returned, as message_files lists it.
         """
-        path = self.make_maildir(maildir or self.maildir(user))
         if name is None:
             self._message_seq += 1
             name = "%d.M%dP%d.test.local" % (1700000000 + self._message_seq,
                                              self._message_seq, os.getpid())
+        if self.store == "postgres":
+            if maildir is not None or user is None:
+                raise ValueError("the postgres store has mailboxes, not maildirs")
+            uid = name.split(":")[0]
+            self._insert_message(user, uid, raw)
+            return uid
+        path = self.make_maildir(maildir or self.maildir(user))
         tmp = os.path.join(path, "tmp", name.split(":")[0])
         with open(tmp, "wb") as f:
             f.write(raw)
         os.rename(tmp, os.path.join(path, subdir, name))
         return name
 
+    def _insert_message(self, mailbox: str, uid: str, raw: bytes):
+        """One message in one transaction, the bytes as 64 KiB chunks in
+        hex on psql's stdin (argv could not take a 6 MB message)."""
+        head = ("BEGIN;\n"
+                "INSERT INTO popkit.mailboxes (name) VALUES (:'mailbox{n}')"
+                " ON CONFLICT (name) DO NOTHING;\n"
+                "INSERT INTO popkit.messages (mailbox_id, uid, size)"
+                " SELECT id, :'uid{n}', :'size{n}'::bigint FROM popkit.mailboxes"
+                " WHERE name = :'mailbox{n}' RETURNING id AS message_id \\gset\n")
+        chunks = "".join(
+            "INSERT INTO popkit.message_chunks (message_id, start, data)"
+            " VALUES (:message_id, %d, decode('%s', 'hex'));\n" % (
+                start, raw[start:start + PG_CHUNK_BYTES].hex())
+            for start in range(0, len(raw), PG_CHUNK_BYTES))
+        self._write_sql(head, chunks + "COMMIT;",
+                        mailbox=mailbox, uid=uid, size=len(crlf_form(raw)))
+
     def message_files(self, user, maildir=None) -> list:
-        """Base names of the files in new/ and cur/, sorted."""
+        """Base names of the files in new/ and cur/, sorted. With the
+        postgres store: the unique ids in the mailbox named user, sorted."""
+        if self.store == "postgres":
+            if maildir is not None:
+                raise ValueError("the postgres store has mailboxes, not maildirs")
+            rows = self.sql("SELECT m.uid FROM popkit.messages m"
+                            " JOIN popkit.mailboxes b ON b.id = m.mailbox_id"
+                            " WHERE b.name = :'mailbox';", mailbox=user)
+            return sorted(uid for uid, in rows)
         path = maildir or self.maildir(user)
         names = []
         for sub in ("new", "cur"):
@@ -529,6 +672,8 @@ class PopkitServer:
     # -- config and process --
 
     def write_config(self) -> str:
+        if self.pg is not None:
+            self.flush_sql()  # users and mail are there before popkitd or popkit-deliver
         with open(self.config_path, "w", encoding="utf-8") as f:
             json.dump(self.config, f, indent=2, ensure_ascii=False)
         return self.config_path
@@ -646,6 +791,11 @@ class PopkitServer:
             self.process.kill()
             self.process.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+        self._pending_sql = []
+        if self.pg is not None and self.pg.running():
+            # Big messages add up over a test file; the cluster goes at exit.
+            self.pg.psql("postgres", 'DROP DATABASE IF EXISTS :"name" WITH (FORCE);',
+                         name=self.pg_db)
 
     # -- clients --
 
@@ -700,6 +850,10 @@ class PopkitTestCase(unittest.TestCase):
                 sys.stderr.write(
                     "\n---- popkitd stderr (%s) ----\n%s---- end ----\n" %
                     (self.id(), server.stderr_text()))
+                if server.pg is not None:
+                    sys.stderr.write(
+                        "---- postgres.log, last lines ----\n%s\n---- end ----\n" %
+                        "\n".join(server.pg.log_text().splitlines()[-40:]))
             server.stop()
         finally:
             server.cleanup()

@@ -11,7 +11,7 @@ import time
 
 from popkit_harness import (ConnectionClosed, PopkitTestCase,
                             SharedServerTestCase, crlf_form, expected_top,
-                            run_tests, wire_body)
+                            maildir_only, run_tests, wire_body)
 
 # Spaces in a password are part of it (PASS takes the rest of the line).
 PASSWORD = "s3cret pass word"
@@ -510,6 +510,7 @@ class ServerOptions(PopkitTestCase):
             reply = client.cmd("PASS " + PASSWORD)
         self.assertTrue(reply.startswith("-ERR"), reply)
 
+    @maildir_only("removes the directory that holds the maildirs")
     def test_missing_mail_root_gives_sys_perm(self):
         server = self.make_server()
         server.add_user("alice", PASSWORD)

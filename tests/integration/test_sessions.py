@@ -9,7 +9,8 @@ import time
 import unittest
 
 from popkit_harness import (PopkitTestCase, big_message, crlf_form,
-                            ipv6_loopback_available, run_tests, wire_body)
+                            ipv6_loopback_available, maildir_only, run_tests,
+                            wire_body)
 
 PASSWORD = "pw"
 
@@ -239,6 +240,7 @@ class UniqueIds(PopkitTestCase):
         client.wait_closed(5)
         return result
 
+    @maildir_only("renames message files from new/ to cur/ with flags")
     def test_uidl_stable_across_reconnect_and_rename_to_cur(self):
         server = self.make_server(start=False)
         server.add_user("alice", PASSWORD)
@@ -259,6 +261,7 @@ class UniqueIds(PopkitTestCase):
         self.assertEqual(self.uidl(server), first)
 
 
+    @maildir_only("file names too long or odd to be unique ids")
     def test_file_names_that_cannot_be_uids_still_give_valid_uids(self):
         server = self.make_server(start=False)
         server.add_user("alice", PASSWORD)
@@ -304,6 +307,7 @@ class UserNames(PopkitTestCase):
         finally:
             pop.quit()
 
+    @maildir_only("user names that a naive %u expands to paths outside the mail root")
     def test_hostile_names_cannot_reach_other_mail(self):
         server = self.make_server(start=False)
         secret = b"Subject: secret\n\nnot for you\n"
