@@ -12,11 +12,11 @@ static const char list_sql[] = "SELECT m.id, m.uid, m.size FROM popkit.messages 
                                " JOIN popkit.mailboxes b ON b.id = m.mailbox_id"
                                " WHERE b.name = $1 ORDER BY m.id";
 
-/* The piece of message $1 that holds byte $2 (the last one that starts at
- * or before it) and where the message ends. No row: the message is gone.
- * NULLs: it has no piece there (an empty message). octet_length reads a
- * stored value's length without fetching the value. */
-static const char read_sql[] =
+/* The first read of a message: the piece of message $1 that holds byte $2
+ * (the last one that starts at or before it) and where the message ends.
+ * No row: the message is gone. NULLs: it has no piece (an empty message).
+ * octet_length reads a stored value's length without fetching it. */
+static const char first_piece_sql[] =
     "SELECT c.start, c.data, e.message_end FROM popkit.messages m"
     " LEFT JOIN LATERAL (SELECT start, data FROM popkit.message_chunks"
     " WHERE message_id = m.id AND start <= $2 ORDER BY start DESC LIMIT 1) c ON true"
@@ -24,6 +24,12 @@ static const char read_sql[] =
     " FROM popkit.message_chunks WHERE message_id = m.id ORDER BY start DESC LIMIT 1) e"
     " ON true"
     " WHERE m.id = $1";
+
+/* The reads that follow: the piece alone (a quarter cheaper). No row: the
+ * message went away meanwhile. */
+static const char next_piece_sql[] =
+    "SELECT start, data FROM popkit.message_chunks"
+    " WHERE message_id = $1 AND start <= $2 ORDER BY start DESC LIMIT 1";
 
 /* $1..$4 as pg_lock_params; $5 the ids. The lease is renewed and checked
  * in the same statement as the deletion, so messages are deleted only by
@@ -269,10 +275,14 @@ static void on_piece(struct pg_query *q, PGresult *res, const char *error) {
     return;
   }
   drop_piece(mb);
-  mb->have_message = true;
-  mb->message_index = req->index;
-  if (PQgetisnull(res, 0, 0) || PQgetlength(res, 0, 0) != 8 ||
-      PQgetlength(res, 0, 2) != 8) {
+  bool first = PQnfields(res) == 3;
+  if (first) {
+    mb->have_message = true;
+    mb->message_index = req->index;
+    mb->message_end =
+        PQgetlength(res, 0, 2) == 8 ? (uint64_t)pg_text_int8(PQgetvalue(res, 0, 2)) : 0;
+  }
+  if (PQgetisnull(res, 0, 0) || PQgetlength(res, 0, 0) != 8) {
     /* No piece at or before the offset: an empty message. */
     PQclear(res);
     mb->message_end = 0;
@@ -281,7 +291,6 @@ static void on_piece(struct pg_query *q, PGresult *res, const char *error) {
     mb->piece_start = (uint64_t)pg_text_int8(PQgetvalue(res, 0, 0));
     mb->piece_data = PQgetvalue(res, 0, 1);
     mb->piece_length = (size_t)PQgetlength(res, 0, 1);
-    mb->message_end = (uint64_t)pg_text_int8(PQgetvalue(res, 0, 2));
   }
   if (!serve_from_hand(mb, req)) {
     /* The pieces leave a gap at the offset: a message imported wrongly. */
@@ -305,7 +314,9 @@ void pg_store_read(void *instance, struct popkit_store_request *req) {
   struct store_call *call = call_new(m, req);
   if (call == NULL)
     return;
-  struct pg_query *q = pg_query_new(read_sql, on_piece, call);
+  bool known = mb->have_message && mb->message_index == req->index;
+  struct pg_query *q =
+      pg_query_new(known ? next_piece_sql : first_piece_sql, on_piece, call);
   if (q != NULL) {
     pg_query_int64(q, mb->ids[req->index]);
     pg_query_int64(q, (int64_t)req->offset);
