@@ -4,10 +4,12 @@
 PostgresCluster runs the distribution's own server binaries (initdb,
 pg_ctl, postgres) on a data directory in a temporary directory: listening
 on 127.0.0.1 and a port the kernel picked, its unix socket in that
-directory, fsync off (a test never needs to survive a power cut). Every
-database it creates holds popkit's schema (modules/postgres/schema.sql),
-and the LOGIN role "popkit" gets what grants.sql gives it, exactly as an
-admin following the README would set a site up.
+directory, fsync off (a test never needs to survive a power cut; commits
+stay synchronous, so a killed server loses nothing it said was committed,
+as a real one would not). Every database it creates holds popkit's schema
+(modules/postgres/schema.sql), and the LOGIN role "popkit" gets what
+grants.sql gives it, exactly as an admin following the README would set a
+site up.
 
 PostgreSQL refuses to run as root. On a CI machine that runs the tests as
 root, the server runs as the "postgres" system user Debian's package
@@ -222,7 +224,6 @@ class PostgresCluster:
             for key, value in (("listen_addresses", conf_quote(self.host)),
                                ("unix_socket_directories", conf_quote(self.dir)),
                                ("fsync", "off"),
-                               ("synchronous_commit", "off"),
                                ("full_page_writes", "off"),
                                ("max_connections", "200")):
                 f.write("%s = %s\n" % (key, value))
