@@ -45,6 +45,7 @@ static void run_deferred(uv_idle_t *idle) {
   while (req != NULL) {
     struct core_request *next = req->deferred_next;
     req->deferred_next = NULL;
+    req->queued = false;
     chain_module_completed(req);
     req = next;
   }
@@ -52,6 +53,7 @@ static void run_deferred(uv_idle_t *idle) {
 
 static void defer(struct core_request *req) {
   struct chain *c = req->chain;
+  req->queued = true;
   if (c->deferred_tail != NULL)
     c->deferred_tail->deferred_next = req;
   else
@@ -127,10 +129,20 @@ static void blocking_done(uv_work_t *work, int status) {
   chain_module_completed(req);
 }
 
+/* Whether a module call on req that began at (mi, depth) is still that
+ * module's step: a decorator that handed the request on inside its call
+ * has passed the step, and its flags, to the next module. */
+static bool same_step(const struct core_request *req, const module_instance *mi,
+                      unsigned depth) {
+  return req->mi == mi && req->depth == depth;
+}
+
 static void start_call(struct core_request *req) {
+  module_instance *mi = req->mi;
+  unsigned depth = req->depth;
   req->completed = false;
   req->result = POPKIT_TEMPFAIL;
-  if (req->mi->blocking) {
+  if (mi->blocking) {
     req->in_call = true;
     req->work.data = req;
     int rc = uv_queue_work(req->chain->loop, &req->work, blocking_work, blocking_done);
@@ -144,9 +156,52 @@ static void start_call(struct core_request *req) {
   }
   req->in_call = true;
   call_module(req);
-  req->in_call = false;
-  if (req->completed)
-    defer(req);
+  if (same_step(req, mi, depth)) {
+    req->in_call = false;
+    if (req->completed && !req->queued)
+      defer(req);
+  }
+}
+
+/* The module after a decorator completed: the decorator hears it through
+ * its done, which is a module call like any other. */
+static void return_to_decorator(struct core_request *req) {
+  struct decorator_frame *f = &req->frames[--req->depth];
+  module_instance *mi = f->mi;
+  unsigned depth = req->depth;
+  enum popkit_result result = req->result;
+  req->mi = mi;
+  req->pub.base.module_data = f->module_data;
+  req->next_log_text = req->log_text;
+  req->log_text = NULL;
+  req->completed = false;
+  req->result = POPKIT_TEMPFAIL;
+  req->in_call = true;
+  f->done(mi->instance, &req->pub.base, result, req->next_log_text);
+  free(req->next_log_text);
+  req->next_log_text = NULL;
+  if (same_step(req, mi, depth)) {
+    req->in_call = false;
+    if (req->completed && !req->queued)
+      defer(req);
+  }
+}
+
+void chain_pass_to_next(struct core_request *req, popkit_next_done done) {
+  module_instance *mi = req->mi;
+  if (mi->next == NULL || req->depth == CHAIN_MAX_DECORATORS || done == NULL) {
+    log_error("%s: pass_to_next on a request it cannot pass on (no next module)",
+              mi->label);
+    host_table.complete(&req->pub.base, POPKIT_TEMPFAIL, "no next module to pass to");
+    return;
+  }
+  struct decorator_frame *f = &req->frames[req->depth++];
+  f->mi = mi;
+  f->done = done;
+  f->module_data = req->pub.base.module_data;
+  req->pub.base.module_data = NULL;
+  req->mi = mi->next;
+  start_call(req);
 }
 
 /* Called by the host's complete() and by the deferral machinery. */
@@ -155,6 +210,10 @@ void chain_module_completed(struct core_request *req) {
     return; /* on a pool thread: blocking_done() carries on, on the loop */
   if (req->in_call)
     return; /* inside the module's call: start_call() defers it */
+  if (req->depth > 0) {
+    return_to_decorator(req);
+    return;
+  }
   const uint32_t kind = req->pub.base.kind;
   bool is_auth = kind >= POPKIT_REQ_AUTH_LOOKUP && kind <= POPKIT_REQ_AUTH_GET_CREDENTIAL;
   if (is_auth && req->result == POPKIT_NOT_FOUND && !req->canceled &&
@@ -261,6 +320,7 @@ void core_request_free(struct core_request *req) {
   free(req->credential);
   free(req->identity);
   free(req->log_text);
+  free(req->next_log_text);
   free(req->owned_string);
   listing_free(&req->listing);
   req->magic = 0;

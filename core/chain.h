@@ -21,6 +21,9 @@
 
 #define CORE_REQUEST_MAGIC 0x5152434bu /* "KCRQ" */
 
+/* How deep decorators may nest ("next" of a "next" ...). */
+#define CHAIN_MAX_DECORATORS 4
+
 struct listing_entry {
   uint64_t size;    /* CRLF-form octets */
   uint32_t uid_off; /* into listing.uids */
@@ -63,7 +66,19 @@ struct core_request {
   bool in_call;       /* the module's function has not returned yet */
   bool completed;
   bool canceled;
+  bool queued; /* waits in the chain's deferred list */
   struct core_request *deferred_next;
+  /* Decorators that passed the request on (host->pass_to_next), innermost
+   * last: each gets the request back, through its done, when the module
+   * after it completes. */
+  struct decorator_frame {
+    module_instance *mi;
+    popkit_next_done done;
+    void *module_data; /* the decorator's, kept while next works */
+  } frames[CHAIN_MAX_DECORATORS];
+  unsigned depth;
+  /* A log text handed to a decorator's done, freed once done returns. */
+  char *next_log_text;
 };
 
 /* One worker's module instances and the machinery to call them. */
@@ -101,6 +116,9 @@ void chain_submit(struct core_request *req);
 void chain_cancel(struct core_request *req);
 
 void core_request_free(struct core_request *req);
+
+/* host->pass_to_next (ABI 1.2). */
+void chain_pass_to_next(struct core_request *req, popkit_next_done done);
 
 /* The text for result codes in logs. */
 const char *result_name(enum popkit_result r);

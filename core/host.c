@@ -129,6 +129,34 @@ static int host_store_add_message(struct popkit_store_request *pub, const char *
   return 0;
 }
 
+/* ---- Decorators (ABI 1.2) ---------------------------------------------- */
+
+static void host_pass_to_next(struct popkit_request *pub, popkit_next_done done) {
+  chain_pass_to_next(from_public(pub), done);
+}
+
+static const char *host_auth_identity(const struct popkit_auth_request *pub) {
+  return from_public(pub)->identity;
+}
+
+static const char *host_auth_credential(const struct popkit_auth_request *pub) {
+  return from_public(pub)->credential;
+}
+
+static size_t host_store_message_count(const struct popkit_store_request *pub) {
+  return from_public(pub)->listing.count;
+}
+
+static int host_store_message(const struct popkit_store_request *pub, size_t index,
+                              const char **uid_r, uint64_t *size_r) {
+  const struct listing *l = &from_public(pub)->listing;
+  if (index >= l->count)
+    return -ERANGE;
+  *uid_r = l->uids + l->entries[index].uid_off;
+  *size_r = l->entries[index].size;
+  return 0;
+}
+
 static const char *host_config_string(const struct popkit_config_object *cfg,
                                       const char *key) {
   json_t *v = json_object_get(cfg->json, key);
@@ -182,6 +210,11 @@ const struct popkit_host host_table = {
     .config_integer = host_config_integer,
     .config_boolean = host_config_boolean,
     .password_verify = password_verify,
+    .pass_to_next = host_pass_to_next,
+    .auth_identity = host_auth_identity,
+    .auth_credential = host_auth_credential,
+    .store_message_count = host_store_message_count,
+    .store_message = host_store_message,
 };
 
 /* ---- Instances ---------------------------------------------------------- */
@@ -201,10 +234,26 @@ int module_instance_create(const struct config *config, const struct config_modu
              required_role == POPKIT_ROLE_AUTH ? "an auth" : "a store");
     return -EINVAL;
   }
-  if (entry->next != NULL) {
+  bool decorator = (d->flags & POPKIT_MODULE_DECORATOR) != 0;
+  if (entry->next != NULL && !decorator) {
     snprintf(error, error_size,
-             "%s: %s.next: module %s does not take a next module (decorators "
-             "arrive with ABI 1.1)",
+             "%s: %s.next: module %s does not take a next module (it is not a "
+             "decorator)",
+             config->file, entry->json_path, entry->name);
+    return -EINVAL;
+  }
+  unsigned nesting = 0;
+  for (const char *p = entry->json_path; (p = strstr(p, ".next")) != NULL; p++)
+    nesting++;
+  if (entry->next != NULL && nesting >= CHAIN_MAX_DECORATORS) {
+    snprintf(error, error_size, "%s: %s.next: decorators nest %d deep at most",
+             config->file, entry->json_path, CHAIN_MAX_DECORATORS);
+    return -EINVAL;
+  }
+  if (entry->next == NULL && decorator) {
+    snprintf(error, error_size,
+             "%s: %s: module %s is a decorator and needs \"next\": the module it "
+             "wraps",
              config->file, entry->json_path, entry->name);
     return -EINVAL;
   }
@@ -222,6 +271,16 @@ int module_instance_create(const struct config *config, const struct config_modu
   mi->config.json = entry->json;
   mi->config.config = config;
   snprintf(mi->label, sizeof mi->label, "%s(%s)", entry->name, entry->json_path);
+  if (entry->next != NULL) {
+    /* next first: a decorator may look at nothing of it, but it must never
+     * run without it. */
+    rc = module_instance_create(config, entry->next, loop, worker_id, required_role,
+                                &mi->next, error, error_size);
+    if (rc < 0) {
+      module_instance_destroy(mi);
+      return rc;
+    }
+  }
 
   struct popkit_module_args args = {
       .struct_size = sizeof args,
@@ -248,6 +307,7 @@ void module_instance_destroy(module_instance *mi) {
     return;
   if (mi->instance != NULL)
     mi->descriptor->destroy(mi->instance);
+  module_instance_destroy(mi->next);
   for (size_t i = 0; i < mi->config.path_count; i++)
     free(mi->config.paths[i]);
   free(mi->config.paths);

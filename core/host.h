@@ -32,6 +32,8 @@ struct popkit_module_handle {
   bool blocking;  /* ops run on the thread pool */
   struct popkit_config_object config;
   unsigned worker_id;
+  /* A decorator's next module (its own instance), or NULL. */
+  struct popkit_module_handle *next;
 };
 typedef struct popkit_module_handle module_instance;
 

@@ -65,7 +65,7 @@ _Static_assert(offsetof(struct popkit_module_descriptor, struct_size) ==
   (offsetof(struct popkit_store_ops, append_finish) + sizeof(void (*)(void)))
 
 #define KNOWN_ROLES (POPKIT_ROLE_AUTH | POPKIT_ROLE_STORE)
-#define KNOWN_FLAGS (POPKIT_MODULE_BLOCKING)
+#define KNOWN_FLAGS (POPKIT_MODULE_BLOCKING | POPKIT_MODULE_DECORATOR)
 
 /* A loaded module and the file identity it is shared by: the same file
  * named twice (or through a symlink) is one module. */
@@ -262,8 +262,15 @@ static int check_live(const char *who, const struct popkit_module_descriptor *d,
   if (d->flags & ~KNOWN_FLAGS)
     return refuse(error, error_size, -EINVAL,
                   "%s: sets flags 0x%x, ABI %d.%d knows only 0x%x "
-                  "(POPKIT_MODULE_BLOCKING): " FIX_REBUILD,
+                  "(POPKIT_MODULE_BLOCKING, POPKIT_MODULE_DECORATOR): " FIX_REBUILD,
                   who, d->flags, POPKIT_ABI_MAJOR, POPKIT_ABI_MINOR, KNOWN_FLAGS);
+  if ((d->flags & POPKIT_MODULE_DECORATOR) && (d->flags & POPKIT_MODULE_BLOCKING))
+    /* pass_to_next belongs to the loop thread, where a blocking module's
+     * operations never run. */
+    return refuse(error, error_size, -EINVAL,
+                  "%s: is both a decorator and blocking, which cannot work: a decorator "
+                  "hands requests on from the loop thread: " FIX_DESCRIPTOR,
+                  who);
   if (d->create == NULL || d->destroy == NULL)
     return refuse(error, error_size, -EINVAL,
                   "%s: has no %s function (it is NULL, every module needs create and "

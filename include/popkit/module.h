@@ -23,12 +23,15 @@
  * ABI changelog:
  *   1.0  first ABI: descriptor, host table, auth and store roles.
  *   1.1  host->password_verify: every password scheme popkitd reads.
+ *   1.2  decorators: POPKIT_MODULE_DECORATOR, host->pass_to_next and the
+ *        host functions that read a request's outputs.
  *
  * Threads: every function of a module is called on the thread of the worker
  * that created the instance, unless the module sets POPKIT_MODULE_BLOCKING,
  * in which case operations (not create/destroy) run on libuv's thread pool
  * and may run concurrently for different sessions of one instance. Every
- * function of struct popkit_host may be called from any thread.
+ * function of struct popkit_host may be called from any thread, except
+ * pass_to_next, which belongs to the loop thread.
  */
 #ifndef POPKIT_MODULE_H
 #define POPKIT_MODULE_H
@@ -43,7 +46,7 @@ extern "C" {
 #define POPKIT_MODULE_MAGIC 0x444d4b50u  /* "PKMD" in little-endian bytes */
 #define POPKIT_REQUEST_MAGIC 0x51524b50u /* "PKRQ" */
 #define POPKIT_ABI_MAJOR 1
-#define POPKIT_ABI_MINOR 1
+#define POPKIT_ABI_MINOR 2
 
 /* The name of the data symbol every module exports. */
 #define POPKIT_MODULE_SYMBOL "popkit_module"
@@ -91,6 +94,12 @@ enum popkit_password_check {
  * libuv thread pool, and the operation must have called
  * popkit_host.complete by the time it returns. */
 #define POPKIT_MODULE_BLOCKING (1u << 0)
+
+/* The module wraps another module of the same role (ABI 1.2): its config
+ * object must have a "next" module object, whose instance popkitd creates
+ * and hands each request on to when the decorator calls
+ * popkit_host.pass_to_next. A decorator cannot be BLOCKING. */
+#define POPKIT_MODULE_DECORATOR (1u << 1)
 
 /* Log levels for popkit_host.log. */
 enum popkit_log_level {
@@ -187,6 +196,15 @@ struct popkit_store_request {
   int commit;
 };
 
+/* What a decorator hears when the next module has finished a request it
+ * passed on (popkit_host.pass_to_next): the result and log text of next
+ * (the text is valid during the call only). The request's outputs are as
+ * next left them, and the decorator may read and change them; it then
+ * completes the request with popkit_host.complete, now or later, with
+ * next's result or another. Runs on the loop thread. */
+typedef void (*popkit_next_done)(void *instance, struct popkit_request *req,
+                                 enum popkit_result result, const char *log_text);
+
 /* ---- The host table ----------------------------------------------------- */
 
 /* Opaque handle that names the module instance in log lines. */
@@ -243,6 +261,26 @@ struct popkit_host {
    * enum popkit_password_check value, or -ENOMEM. May cost milliseconds
    * (that is the point of a slow hash): call it from a blocking module. */
   int (*password_verify)(const char *stored, const char *password);
+
+  /* ABI 1.2, for decorators. Hands req, as it is, to the next module,
+   * which runs the same operation on it; when next completes, done runs
+   * instead of the request's completion. Call it on the loop thread, once
+   * per step of a request that is the decorator's own, and touch nothing
+   * of the request until done runs. req->module_data is the decorator's
+   * again when done runs. A store request's mailbox is handed over as it
+   * is: a decorator that wraps next's mailbox handles (OPEN, APPEND_BEGIN)
+   * puts next's handle in req->mailbox before passing, and its own back in
+   * done. */
+  void (*pass_to_next)(struct popkit_request *req, popkit_next_done done);
+  /* The outputs of an auth request so far: the identity and the
+   * credential (NULL when none was set). */
+  const char *(*auth_identity)(const struct popkit_auth_request *req);
+  const char *(*auth_credential)(const struct popkit_auth_request *req);
+  /* The listing of an OPEN so far: the number of messages, and one of
+   * them (0 or -ERANGE). The strings live as long as the request. */
+  size_t (*store_message_count)(const struct popkit_store_request *req);
+  int (*store_message)(const struct popkit_store_request *req, size_t index,
+                       const char **uid_r, uint64_t *size_r);
 };
 
 /* ---- Roles -------------------------------------------------------------- */

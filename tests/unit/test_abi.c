@@ -98,7 +98,7 @@ END_TEST
 
 START_TEST(host_table_layout) {
   static const struct pin pins[] = {
-      SIZE(popkit_host, 88),
+      SIZE(popkit_host, 128),
       OFFSET(popkit_host, struct_size, 0),
       MEMBER_SIZE(popkit_host, struct_size, 4),
       OFFSET(popkit_host, abi_major, 4),
@@ -117,6 +117,13 @@ START_TEST(host_table_layout) {
       /* ABI 1.1 */
       OFFSET(popkit_host, password_verify, 80),
       MEMBER_SIZE(popkit_host, password_verify, 8),
+      /* ABI 1.2 */
+      OFFSET(popkit_host, pass_to_next, 88),
+      OFFSET(popkit_host, auth_identity, 96),
+      OFFSET(popkit_host, auth_credential, 104),
+      OFFSET(popkit_host, store_message_count, 112),
+      OFFSET(popkit_host, store_message, 120),
+      MEMBER_SIZE(popkit_host, store_message, 8),
   };
   CHECK_PINS(pins);
 }
@@ -226,7 +233,7 @@ START_TEST(constants) {
       {"POPKIT_MODULE_MAGIC", POPKIT_MODULE_MAGIC, 0x444d4b50u},
       {"POPKIT_REQUEST_MAGIC", POPKIT_REQUEST_MAGIC, 0x51524b50u},
       {"POPKIT_ABI_MAJOR", POPKIT_ABI_MAJOR, 1},
-      {"POPKIT_ABI_MINOR", POPKIT_ABI_MINOR, 1},
+      {"POPKIT_ABI_MINOR", POPKIT_ABI_MINOR, 2},
       {"POPKIT_OK", POPKIT_OK, 0},
       {"POPKIT_FAIL", POPKIT_FAIL, 1},
       {"POPKIT_NOT_FOUND", POPKIT_NOT_FOUND, 2},
@@ -239,6 +246,7 @@ START_TEST(constants) {
       {"POPKIT_ROLE_AUTH", POPKIT_ROLE_AUTH, 1},
       {"POPKIT_ROLE_STORE", POPKIT_ROLE_STORE, 2},
       {"POPKIT_MODULE_BLOCKING", POPKIT_MODULE_BLOCKING, 1},
+      {"POPKIT_MODULE_DECORATOR", POPKIT_MODULE_DECORATOR, 2},
       {"POPKIT_LOG_DEBUG", POPKIT_LOG_DEBUG, 0},
       {"POPKIT_LOG_INFO", POPKIT_LOG_INFO, 1},
       {"POPKIT_LOG_WARNING", POPKIT_LOG_WARNING, 2},
