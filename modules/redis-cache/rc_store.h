@@ -1,8 +1,15 @@
 /*
- * redis-cache in front of a store. For now every store call goes to next
- * unchanged (its mailbox handles too), so the decorator can already stand
- * in front of any store; the listing and body cache, their invalidation
- * and the Redis mailbox lock come next (issue 5).
+ * redis-cache in front of a store.
+ *   - Bodies of messages up to max_body_bytes are cached under the
+ *     mailbox and the message's unique id: the first RETR gathers the
+ *     bytes next sends and stores them, later ones are served from Redis.
+ *     A unique id always names the same bytes, so a body needs no
+ *     invalidation; the ones of deleted messages are removed at QUIT.
+ *     A session holds a body only while sending it.
+ *   - With "lock": true, a mailbox is also locked in Redis (rc_lock.h),
+ *     for stores whose own lock does not reach other hosts.
+ *   - OPEN, EXPUNGE, CLOSE and deliveries go to next; the listing is not
+ *     cached yet.
  */
 #ifndef POPKIT_RC_STORE_H
 #define POPKIT_RC_STORE_H

@@ -31,6 +31,10 @@ static const struct popkit_config_key config_keys[] = {
     {"reconnect_max_ms", POPKIT_CONFIG_INTEGER, 0},
     {"log_interval_s", POPKIT_CONFIG_INTEGER, 0},
     {"stats_interval_s", POPKIT_CONFIG_INTEGER, 0},
+    {"max_body_bytes", POPKIT_CONFIG_INTEGER, 0},
+    {"body_ttl_s", POPKIT_CONFIG_INTEGER, 0},
+    {"lock", POPKIT_CONFIG_BOOLEAN, 0},
+    {"lock_ttl_s", POPKIT_CONFIG_INTEGER, 0},
     {NULL, 0, 0},
 };
 
@@ -95,6 +99,7 @@ static int rc_create(const struct popkit_module_args *args, void **instance_r,
   if (rc < 0)
     return rc;
   unsigned ttl_s, negative_ttl_s, stale_ttl_s, stats_interval_s;
+  unsigned max_body_bytes, body_ttl_s, lock_ttl_s;
   const struct integer_setting integers[] = {
       {"database", 0, 0, 65535, &options.database},
       {"ttl_s", 300, 1, 86400 * 30, &ttl_s},
@@ -104,6 +109,9 @@ static int rc_create(const struct popkit_module_args *args, void **instance_r,
       {"reconnect_max_ms", 2000, 100, 600000, &options.reconnect_max_ms},
       {"log_interval_s", 60, 1, 86400, &options.log_interval_s},
       {"stats_interval_s", 300, 0, 86400, &stats_interval_s},
+      {"max_body_bytes", 262144, 0, 64 << 20, &max_body_bytes},
+      {"body_ttl_s", 3600, 1, 86400 * 30, &body_ttl_s},
+      {"lock_ttl_s", 30, 3, 3600, &lock_ttl_s},
   };
   rc = read_integers(args, integers, sizeof integers / sizeof integers[0], error,
                      error_size);
@@ -142,6 +150,10 @@ static int rc_create(const struct popkit_module_args *args, void **instance_r,
   m->ttl_s = ttl_s;
   m->negative_ttl_s = negative_ttl_s;
   m->stale_ttl_s = stale_ttl_s;
+  m->max_body_bytes = max_body_bytes;
+  m->body_ttl_s = body_ttl_s;
+  m->lock_ttl_s = lock_ttl_s;
+  m->lock_enabled = host->config_boolean(cfg, "lock", 0) != 0;
   m->secret_size = secret != NULL ? strlen(secret) : RC_SECRET_BYTES;
   m->secret = malloc(m->secret_size);
   if (m->secret != NULL)
@@ -165,6 +177,7 @@ static int rc_create(const struct popkit_module_args *args, void **instance_r,
 static void rc_destroy(void *instance) {
   struct rc_module *m = instance;
   rc_stats_close(&m->stats);
+  rc_locks_close(m);
   rc_redis_destroy(m->redis);
   explicit_bzero(m->secret, m->secret_size);
   free(m->secret);
