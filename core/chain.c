@@ -163,6 +163,8 @@ static void start_call(struct core_request *req) {
   }
 }
 
+static void cancel_holder(struct core_request *req);
+
 /* The module after a decorator completed: the decorator hears it through
  * its done, which is a module call like any other. */
 static void return_to_decorator(struct core_request *req) {
@@ -184,6 +186,11 @@ static void return_to_decorator(struct core_request *req) {
     req->in_call = false;
     if (req->completed && !req->queued)
       defer(req);
+    else if (!req->completed && req->canceled)
+      /* The cancel reached the module after the decorator, which has
+       * finished; the decorator goes on working for the request and must
+       * hear it too. */
+      cancel_holder(req);
   }
 }
 
@@ -288,10 +295,8 @@ void chain_submit(struct core_request *req) {
   start_call(req);
 }
 
-void chain_cancel(struct core_request *req) {
-  if (req->canceled || req->completed)
-    return;
-  req->canceled = true;
+/* Asks the module that holds req now to finish early. */
+static void cancel_holder(struct core_request *req) {
   if (req->mi->blocking) {
     /* Succeeds only if the work has not started; a running call finishes
      * normally and its result is thrown away by the caller. */
@@ -300,6 +305,17 @@ void chain_cancel(struct core_request *req) {
   }
   if (req->mi->descriptor->cancel != NULL)
     req->mi->descriptor->cancel(req->mi->instance, &req->pub.base);
+}
+
+void chain_cancel(struct core_request *req) {
+  if (req->canceled)
+    return;
+  req->canceled = true;
+  /* A blocking module's completion is written on a pool thread while it
+   * runs, so `completed` is only read when no such call is under way. */
+  if (!(req->mi->blocking && req->in_call) && req->completed)
+    return;
+  cancel_holder(req);
 }
 
 void core_request_free(struct core_request *req) {
@@ -329,6 +345,14 @@ void core_request_free(struct core_request *req) {
 
 /* ---- Setup -------------------------------------------------------------- */
 
+/* A decorator hands back a credential only if what it wraps does. */
+static bool hands_back_credentials(const module_instance *mi) {
+  for (; mi != NULL; mi = mi->next)
+    if (mi->descriptor->auth->get_credential == NULL)
+      return false;
+  return true;
+}
+
 int chain_init(struct chain *c, uv_loop_t *loop, const struct config *config,
                unsigned worker_id, char *error, size_t error_size) {
   memset(c, 0, sizeof *c);
@@ -344,7 +368,7 @@ int chain_init(struct chain *c, uv_loop_t *loop, const struct config *config,
                                 POPKIT_ROLE_AUTH, &c->auth[i], error, error_size);
     if (rc == 0) {
       c->auth_count++;
-      if (c->auth[i]->descriptor->auth->get_credential != NULL)
+      if (hands_back_credentials(c->auth[i]))
         c->can_get_credential = true;
     }
   }

@@ -261,6 +261,7 @@ static const struct live_case live_cases[] = {
     {"short_auth_ops", "auth operations are 8 bytes, ABI " ABI_TEXT " needs at least 32"},
     {"null_verify", "auth operation verify_plain is NULL"},
     {"store_null_op", "store operation append_write is NULL"},
+    {"decorator_blocking", "is both a decorator and blocking, which cannot work"},
 };
 
 START_TEST(refuses_incomplete_live_descriptor) {
@@ -368,6 +369,17 @@ START_TEST(loads_slow_auth) {
   int rc = loader_load(test_modules_dir(), "slow_auth", &module, error, sizeof error);
   ck_assert_msg(rc == 0, "slow_auth refused: %s", error);
   ck_assert_ptr_nonnull(module->descriptor->cancel);
+}
+END_TEST
+
+START_TEST(loads_decorator) {
+  /* The control for decorator_blocking: the same source without
+   * POPKIT_MODULE_BLOCKING loads. */
+  struct loaded_module *module;
+  char error[ERROR_SIZE] = "";
+  int rc = loader_load(test_modules_dir(), "decorator", &module, error, sizeof error);
+  ck_assert_msg(rc == 0, "decorator refused: %s", error);
+  ck_assert_uint_eq(module->descriptor->flags, POPKIT_MODULE_DECORATOR);
 }
 END_TEST
 
@@ -755,6 +767,7 @@ int main(void) {
   tcase_add_test(tc, loads_good_auth_and_runs_it);
   tcase_add_test(tc, same_file_is_one_module);
   tcase_add_test(tc, loads_slow_auth);
+  tcase_add_test(tc, loads_decorator);
 
   tc = new_tcase(suite, "elf");
   tcase_add_test(tc, reads_the_descriptor_head_from_the_file);
