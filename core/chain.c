@@ -223,7 +223,7 @@ void chain_module_completed(struct core_request *req) {
   }
   const uint32_t kind = req->pub.base.kind;
   bool is_auth = kind >= POPKIT_REQ_AUTH_LOOKUP && kind <= POPKIT_REQ_AUTH_GET_CREDENTIAL;
-  if (is_auth && req->result == POPKIT_NOT_FOUND && !req->canceled &&
+  if (is_auth && !req->own && req->result == POPKIT_NOT_FOUND && !req->canceled &&
       req->auth_link + 1 < req->chain->auth_count) {
     /* An auth list is tried in order: NOT_FOUND moves on. */
     req->auth_link++;
@@ -307,6 +307,28 @@ static void cancel_holder(struct core_request *req) {
     req->mi->descriptor->cancel(req->mi->instance, &req->pub.base);
 }
 
+static void free_own_request(struct core_request *req) {
+  core_request_free(req);
+}
+
+struct core_request *chain_next_request(struct core_request *parent, uint32_t kind) {
+  bool known =
+      (kind >= POPKIT_REQ_AUTH_LOOKUP && kind <= POPKIT_REQ_AUTH_GET_CREDENTIAL) ||
+      (kind >= POPKIT_REQ_STORE_OPEN && kind <= POPKIT_REQ_STORE_APPEND_FINISH);
+  if (!known || parent->mi->next == NULL)
+    return NULL;
+  struct core_request *req =
+      request_new(parent->chain, (enum popkit_request_kind)kind,
+                  parent->pub.base.session_id, free_own_request, NULL);
+  if (req == NULL)
+    return NULL;
+  /* The decorator holds it, as it holds parent: pass_to_next goes on from
+   * there, and its completion at depth 0 just frees it. */
+  req->mi = parent->mi;
+  req->own = true;
+  return req;
+}
+
 void chain_cancel(struct core_request *req) {
   if (req->canceled)
     return;
@@ -322,7 +344,8 @@ void core_request_free(struct core_request *req) {
   if (req == NULL)
     return;
   const uint32_t kind = req->pub.base.kind;
-  if (kind >= POPKIT_REQ_AUTH_LOOKUP && kind <= POPKIT_REQ_AUTH_GET_CREDENTIAL) {
+  if (kind >= POPKIT_REQ_AUTH_LOOKUP && kind <= POPKIT_REQ_AUTH_GET_CREDENTIAL &&
+      !req->own) {
     free((char *)req->pub.auth.user);
     if (req->pub.auth.password != NULL) {
       /* Passwords do not linger in freed memory. */

@@ -67,6 +67,7 @@ struct core_request {
   bool completed;
   bool canceled;
   bool queued; /* waits in the chain's deferred list */
+  bool own;    /* a decorator's own request (host->next_request) */
   struct core_request *deferred_next;
   /* Decorators that passed the request on (host->pass_to_next), innermost
    * last: each gets the request back, through its done, when the module
@@ -119,6 +120,9 @@ void core_request_free(struct core_request *req);
 
 /* host->pass_to_next (ABI 1.2). */
 void chain_pass_to_next(struct core_request *req, popkit_next_done done);
+/* host->next_request (ABI 1.2): a request of the decorator that holds
+ * parent, for its next module. NULL on allocation failure. */
+struct core_request *chain_next_request(struct core_request *parent, uint32_t kind);
 
 /* The text for result codes in logs. */
 const char *result_name(enum popkit_result r);

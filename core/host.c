@@ -157,6 +157,12 @@ static int host_store_message(const struct popkit_store_request *pub, size_t ind
   return 0;
 }
 
+static struct popkit_request *host_next_request(struct popkit_request *pub,
+                                                uint32_t kind) {
+  struct core_request *req = chain_next_request(from_public(pub), kind);
+  return req != NULL ? &req->pub.base : NULL;
+}
+
 static const char *host_config_string(const struct popkit_config_object *cfg,
                                       const char *key) {
   json_t *v = json_object_get(cfg->json, key);
@@ -215,6 +221,7 @@ const struct popkit_host host_table = {
     .auth_credential = host_auth_credential,
     .store_message_count = host_store_message_count,
     .store_message = host_store_message,
+    .next_request = host_next_request,
 };
 
 /* ---- Instances ---------------------------------------------------------- */

@@ -23,8 +23,8 @@
  * ABI changelog:
  *   1.0  first ABI: descriptor, host table, auth and store roles.
  *   1.1  host->password_verify: every password scheme popkitd reads.
- *   1.2  decorators: POPKIT_MODULE_DECORATOR, host->pass_to_next and the
- *        host functions that read a request's outputs.
+ *   1.2  decorators: POPKIT_MODULE_DECORATOR, host->pass_to_next,
+ *        host->next_request and the host functions that read outputs.
  *
  * Threads: every function of a module is called on the thread of the worker
  * that created the instance, unless the module sets POPKIT_MODULE_BLOCKING,
@@ -281,6 +281,14 @@ struct popkit_host {
   size_t (*store_message_count)(const struct popkit_store_request *req);
   int (*store_message)(const struct popkit_store_request *req, size_t index,
                        const char **uid_r, uint64_t *size_r);
+  /* A request of the decorator's own for its next module, so it can run
+   * an operation the client did not ask for (open a mailbox late, close
+   * one it will not use): of `kind`, for the session of req (a request the
+   * decorator holds), its fields zeroed. The decorator fills the fields
+   * (strings stay its own), hands it on with pass_to_next, reads next's
+   * outputs in done, and ends it with complete (any result), which frees
+   * it. NULL on allocation failure. */
+  struct popkit_request *(*next_request)(struct popkit_request *req, uint32_t kind);
 };
 
 /* ---- Roles -------------------------------------------------------------- */

@@ -20,7 +20,10 @@
  *     handle inside a handle of its own (magic-checked). OPEN also checks
  *     the listing through host->store_message_count and
  *     host->store_message (every index answers, index == count is -ERANGE)
- *     and completes PERMFAIL when it does not hold;
+ *     and completes PERMFAIL when it does not hold. Then, and for the
+ *     mailbox "refused", it refuses a mailbox next has opened: it closes
+ *     next's mailbox with a request of its own (host->next_request) before
+ *     it answers PERMFAIL, so nothing stays locked;
  *   - READ, EXPUNGE, APPEND_WRITE, CLOSE and APPEND_FINISH take the
  *     decorator's handle, hand next its own handle, and put the decorator's
  *     back in done; CLOSE and APPEND_FINISH free it.
@@ -271,6 +274,40 @@ static bool listing_reads_back(struct decorator *d,
   return true;
 }
 
+/* A mailbox next opened and the decorator will not use. */
+struct refusal {
+  struct popkit_request *original; /* the OPEN, answered once next closed */
+  char text[512];
+};
+
+static void refusal_closed(void *instance, struct popkit_request *own,
+                           enum popkit_result result, const char *log_text) {
+  struct decorator *d = decorator_of(instance);
+  struct refusal *f = own->module_data;
+  own->module_data = NULL;
+  d->host->complete(own, result, log_text); /* frees the decorator's request */
+  d->host->complete(f->original, POPKIT_PERMFAIL, f->text);
+  free(f);
+}
+
+static void refuse_open(struct decorator *d, struct popkit_store_request *req,
+                        const char *text) {
+  struct refusal *f = calloc(1, sizeof *f);
+  struct popkit_request *own =
+      f != NULL ? d->host->next_request(&req->base, POPKIT_REQ_STORE_CLOSE) : NULL;
+  if (own == NULL) {
+    free(f);
+    d->host->complete(&req->base, POPKIT_PERMFAIL, text);
+    return;
+  }
+  f->original = &req->base;
+  snprintf(f->text, sizeof f->text, "%s", text);
+  ((struct popkit_store_request *)own)->mailbox = req->mailbox;
+  req->mailbox = NULL;
+  own->module_data = f;
+  d->host->pass_to_next(own, refusal_closed);
+}
+
 static void opened_by_next(void *instance, struct popkit_request *base,
                            enum popkit_result result, const char *log_text) {
   struct decorator *d = decorator_of(instance);
@@ -284,11 +321,12 @@ static void opened_by_next(void *instance, struct popkit_request *base,
   base->module_data = NULL;
   char text[512];
   if (result == POPKIT_OK && base->kind == POPKIT_REQ_STORE_OPEN &&
-      !listing_reads_back(d, req, text, sizeof text)) {
-    /* next's mailbox stays open: the ABI gives a decorator no way to close
-     * it from here. Only a broken host gets this far. */
+      (!listing_reads_back(d, req, text, sizeof text) ||
+       strcmp(req->identity, "refused") == 0)) {
+    if (strcmp(req->identity, "refused") == 0)
+      snprintf(text, sizeof text, "decorator: refused");
     handle_free(h);
-    d->host->complete(base, POPKIT_PERMFAIL, text);
+    refuse_open(d, req, text);
     return;
   }
   if (result != POPKIT_OK) {

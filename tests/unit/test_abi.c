@@ -98,7 +98,7 @@ END_TEST
 
 START_TEST(host_table_layout) {
   static const struct pin pins[] = {
-      SIZE(popkit_host, 128),
+      SIZE(popkit_host, 136),
       OFFSET(popkit_host, struct_size, 0),
       MEMBER_SIZE(popkit_host, struct_size, 4),
       OFFSET(popkit_host, abi_major, 4),
@@ -123,7 +123,8 @@ START_TEST(host_table_layout) {
       OFFSET(popkit_host, auth_credential, 104),
       OFFSET(popkit_host, store_message_count, 112),
       OFFSET(popkit_host, store_message, 120),
-      MEMBER_SIZE(popkit_host, store_message, 8),
+      OFFSET(popkit_host, next_request, 128),
+      MEMBER_SIZE(popkit_host, next_request, 8),
   };
   CHECK_PINS(pins);
 }

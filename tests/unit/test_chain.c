@@ -493,6 +493,23 @@ START_TEST(store_decorator_passes_failures_on) {
 }
 END_TEST
 
+/* A mailbox the decorator will not use is closed at next with a request
+ * of the decorator's own (host->next_request): a second OPEN meets the
+ * refusal again, not next's lock. */
+START_TEST(store_decorator_closes_what_it_refuses) {
+  open_chain("[" PASSWD_A "]", DECORATE(MAILDIR));
+  struct outcome o;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    struct popkit_store_request f = {.identity = "refused"};
+    ck_assert_int_eq(store(POPKIT_REQ_STORE_OPEN, &f, &o), POPKIT_PERMFAIL);
+    ck_assert_str_eq(o.log_text, "decorator: refused");
+    ck_assert_ptr_null(f.mailbox);
+  }
+  /* Other mailboxes are not affected. */
+  close_mailbox(open_mailbox("ana", &o));
+}
+END_TEST
+
 START_TEST(store_decorator_delivers) {
   open_chain("[" PASSWD_A "]", DECORATE(MAILDIR));
   const char *message = "Subject: delivered\n\nthrough the decorator\nin pieces\n";
@@ -697,6 +714,7 @@ int main(void) {
   tc = new_tcase(suite, "store decorator");
   tcase_add_test(tc, store_decorator_wraps_the_mailbox);
   tcase_add_test(tc, store_decorator_passes_failures_on);
+  tcase_add_test(tc, store_decorator_closes_what_it_refuses);
   tcase_add_test(tc, store_decorator_delivers);
   tcase_add_test(tc, store_decorator_aborts_a_delivery);
 
