@@ -31,6 +31,7 @@ struct rc_module {
   /* Store side. */
   size_t max_body_bytes; /* bodies up to this size are cached; 0: none */
   unsigned body_ttl_s;
+  unsigned listing_ttl_s;
   bool lock_enabled; /* "lock": true */
   unsigned lock_ttl_s;
   struct rc_lock *locks; /* held by this instance's sessions */

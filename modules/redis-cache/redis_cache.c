@@ -33,6 +33,7 @@ static const struct popkit_config_key config_keys[] = {
     {"stats_interval_s", POPKIT_CONFIG_INTEGER, 0},
     {"max_body_bytes", POPKIT_CONFIG_INTEGER, 0},
     {"body_ttl_s", POPKIT_CONFIG_INTEGER, 0},
+    {"listing_ttl_s", POPKIT_CONFIG_INTEGER, 0},
     {"lock", POPKIT_CONFIG_BOOLEAN, 0},
     {"lock_ttl_s", POPKIT_CONFIG_INTEGER, 0},
     {NULL, 0, 0},
@@ -99,7 +100,7 @@ static int rc_create(const struct popkit_module_args *args, void **instance_r,
   if (rc < 0)
     return rc;
   unsigned ttl_s, negative_ttl_s, stale_ttl_s, stats_interval_s;
-  unsigned max_body_bytes, body_ttl_s, lock_ttl_s;
+  unsigned max_body_bytes, body_ttl_s, listing_ttl_s, lock_ttl_s;
   const struct integer_setting integers[] = {
       {"database", 0, 0, 65535, &options.database},
       {"ttl_s", 300, 1, 86400 * 30, &ttl_s},
@@ -111,6 +112,7 @@ static int rc_create(const struct popkit_module_args *args, void **instance_r,
       {"stats_interval_s", 300, 0, 86400, &stats_interval_s},
       {"max_body_bytes", 262144, 0, 64 << 20, &max_body_bytes},
       {"body_ttl_s", 3600, 1, 86400 * 30, &body_ttl_s},
+      {"listing_ttl_s", 300, 1, 86400, &listing_ttl_s},
       {"lock_ttl_s", 30, 3, 3600, &lock_ttl_s},
   };
   rc = read_integers(args, integers, sizeof integers / sizeof integers[0], error,
@@ -152,6 +154,7 @@ static int rc_create(const struct popkit_module_args *args, void **instance_r,
   m->stale_ttl_s = stale_ttl_s;
   m->max_body_bytes = max_body_bytes;
   m->body_ttl_s = body_ttl_s;
+  m->listing_ttl_s = listing_ttl_s;
   m->lock_ttl_s = lock_ttl_s;
   m->lock_enabled = host->config_boolean(cfg, "lock", 0) != 0;
   m->secret_size = secret != NULL ? strlen(secret) : RC_SECRET_BYTES;
