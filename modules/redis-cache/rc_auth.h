@@ -5,7 +5,9 @@
  * user and password, keyed with the instance's secret: Redis holds
  * neither a password nor a hash of one that could be attacked without the
  * secret, and a key says nothing of whose it is. The value is the outcome
- * and when it was learnt ("ok TIME IDENTITY", "fail TIME", "nf TIME"):
+ * and when it was learnt ("ok TIME IDENTITY", "fail TIME", "nf TIME"),
+ * where IDENTITY is hidden by a keystream that only the secret, the user
+ * name and the password give, so no value names its user either:
  *   - a success is used for ttl_s, and kept up to stale_ttl_s: when next
  *     answers TEMPFAIL (its backend is away), a success learnt within
  *     stale_ttl_s still lets the user in, as Dovecot's auth cache does;

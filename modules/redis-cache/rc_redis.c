@@ -10,8 +10,9 @@
 
 enum rc_state {
   RC_DOWN,       /* no connection; the retry timer opens the next one */
-  RC_CONNECTING, /* hiredis connects; commands fall through meanwhile */
-  RC_UP          /* commands go out */
+  RC_CONNECTING, /* connecting, then waiting for the first PONG; commands
+                    wait in hiredis, bounded by timeout_ms */
+  RC_UP          /* Redis has answered on this connection */
 };
 
 /* A command waiting for its answer. */
@@ -51,6 +52,7 @@ struct rc_redis {
   bool down_logged;         /* the going-away line is out */
   uint64_t last_down_log;   /* uv_now() of the last line about it */
   unsigned long lost_calls; /* commands not sent since that line */
+  const char *drop_reason;  /* why popkitd itself drops the connection */
 };
 
 #define redis_log(r, level, ...) (r)->host->log((r)->self, NULL, level, __VA_ARGS__)
@@ -241,6 +243,20 @@ static void went_down(struct rc_redis *r, const char *why) {
   schedule_reconnect(r);
 }
 
+/* Only an answer makes a connection up: a Redis that hangs (stopped, or
+ * swapped out) still completes TCP connects, and counting those as
+ * recoveries would log one flap per login and never back off. */
+static void on_pong(void *data, redisReply *reply) {
+  struct rc_redis *r = data;
+  if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+    return; /* the connection is going down, or AUTH failed and drops it */
+  r->state = RC_UP;
+  r->failures = 0;
+  if (r->down_logged)
+    redis_log(r, POPKIT_LOG_INFO, "Redis at %s is reachable again", r->address);
+  r->down_logged = false;
+}
+
 static void on_connect(const redisAsyncContext *ac, int status) {
   struct rc_redis *r = ac->data;
   if (status != REDIS_OK) {
@@ -248,17 +264,15 @@ static void on_connect(const redisAsyncContext *ac, int status) {
     went_down(r, ac->errstr);
     return;
   }
-  r->state = RC_UP;
-  r->failures = 0;
-  if (r->down_logged)
-    redis_log(r, POPKIT_LOG_INFO, "Redis at %s is reachable again", r->address);
-  r->down_logged = false;
   arm_deadline(r);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status) {
   struct rc_redis *r = ac->data;
-  went_down(r, status == REDIS_OK ? "connection closed" : ac->errstr);
+  const char *why = r->drop_reason != NULL ? r->drop_reason
+                    : status == REDIS_OK   ? "connection closed"
+                                           : ac->errstr;
+  went_down(r, why);
 }
 
 static void on_setup_reply(void *data, redisReply *reply) {
@@ -283,6 +297,9 @@ static void send_setup(struct rc_redis *r) {
     size_t lengths[] = {6, strlen(db)};
     enqueue(r, on_setup_reply, r, 2, argv, lengths);
   }
+  const char *ping[] = {"PING"};
+  size_t ping_length[] = {4};
+  enqueue(r, on_pong, r, 1, ping, ping_length);
 }
 
 static void connect_now(struct rc_redis *r) {
@@ -349,12 +366,12 @@ static void on_deadline(uv_timer_t *timer) {
     return;
   char why[96];
   snprintf(why, sizeof why, "no answer within %u ms (timeout_ms)", r->timeout_ms);
-  redisAsyncContext *ac = r->ac;
-  bool was_connected = r->state == RC_UP;
   /* Every command waiting on it gets a NULL reply and falls through. For a
-   * connection that was up, hiredis calls on_disconnect too. */
-  redisAsyncFree(ac);
-  if (!was_connected || r->ac != NULL)
+   * connection hiredis had connected, it calls on_disconnect too. */
+  r->drop_reason = why;
+  redisAsyncFree(r->ac);
+  r->drop_reason = NULL;
+  if (r->ac != NULL)
     went_down(r, why);
 }
 

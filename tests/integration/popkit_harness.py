@@ -13,6 +13,13 @@ of the test process starts (pg_cluster.py), the way an admin or an import
 script would write them. Tests about maildir files themselves are marked
 @maildir_only.
 
+With POPKIT_TEST_CACHE=redis (ctest's *-redis tests), or
+PopkitServer(cache="redis"), the auth entry and the store of the default
+config are wrapped in the redis-cache decorator, in front of a real Redis
+that the first such server of the test process starts (redis_server.py).
+Every server gets a key_prefix of its own, so servers of one process never
+see each other's cache.
+
 The harness checks on every shutdown what a user would check on a real
 server: SIGTERM makes popkitd exit 0, and nothing in its stderr comes from
 AddressSanitizer or UBSan (the suite also runs against sanitizer builds).
@@ -40,6 +47,7 @@ import unittest
 import warnings
 
 from pg_cluster import PostgresCluster
+from redis_server import RedisServer
 
 with warnings.catch_warnings():
     # crypt is deprecated since 3.11 but still the stdlib's only door to
@@ -57,6 +65,16 @@ TEST_MODULES_DIR = os.environ.get("POPKIT_TEST_MODULES_DIR")
 # "postgres" (the postgres module for both roles).
 STORES = ("maildir", "postgres")
 STORE = os.environ.get("POPKIT_TEST_STORE") or "maildir"
+
+# What stands in front of the auth and store modules: "none", or "redis"
+# (redis-cache wrapping each of them).
+CACHES = ("none", "redis")
+CACHE = os.environ.get("POPKIT_TEST_CACHE") or "none"
+
+# The line redis-cache writes when it finds Redis away (% the address): a
+# server in cache mode must never write it, or the run tested the
+# fall-through, not the cache.
+REDIS_UNREACHABLE_LINE = "Redis at %s is unreachable"
 
 # popkit-deliver writes messages in pieces of this size; add_message too.
 PG_CHUNK_BYTES = 64 * 1024
@@ -83,6 +101,9 @@ def require_environment():
     if STORE not in STORES:
         raise RuntimeError("POPKIT_TEST_STORE=%s: expected one of %s" %
                            (STORE, ", ".join(STORES)))
+    if CACHE not in CACHES:
+        raise RuntimeError("POPKIT_TEST_CACHE=%s: expected one of %s" %
+                           (CACHE, ", ".join(CACHES)))
     missing = [
         name
         for name in ("POPKITD", "POPKIT_DELIVER", "POPKIT_PASSWD",
@@ -444,6 +465,27 @@ def shared_pg_cluster() -> PostgresCluster:
     return _shared_pg_cluster
 
 
+_shared_redis_server = None
+_redis_prefix_seq = 0
+
+
+def shared_redis_server() -> RedisServer:
+    """The Redis of this test process, started on first use and shared by
+    every server of the process (each has its own key_prefix)."""
+    global _shared_redis_server
+    if _shared_redis_server is None:
+        server = RedisServer()
+        server.start()
+        _shared_redis_server = server
+    return _shared_redis_server
+
+
+def redis_cache_entry(entry: dict, address: str, prefix: str, **settings) -> dict:
+    """entry (an auth or store module object) wrapped in redis-cache."""
+    return dict({"module": "redis-cache", "address": address, "key_prefix": prefix,
+                 "next": entry}, **settings)
+
+
 class PopkitServer:
     """One popkitd in its own temporary directory.
 
@@ -456,14 +498,28 @@ class PopkitServer:
     self.pg_db this server's own database in it and self.conninfo what
     popkitd connects with; add_user, add_message and message_files work
     on that database.
+
+    cache (default: POPKIT_TEST_CACHE, else "none"): with "redis", the
+    default auth entry and store are wrapped in redis-cache; self.redis is
+    the process's Redis and self.redis_prefix the key_prefix of this
+    server's keys in it.
     """
 
     def __init__(self, config=None, modules_dir=None, host="127.0.0.1", env=None,
-                 tls=False, store=None):
+                 tls=False, store=None, cache=None):
         require_environment()
         self.store = store or STORE
         if self.store not in STORES:
             raise ValueError("store %r: expected one of %s" % (self.store, ", ".join(STORES)))
+        self.cache = cache or CACHE
+        if self.cache not in CACHES:
+            raise ValueError("cache %r: expected one of %s" % (self.cache, ", ".join(CACHES)))
+        self.redis = self.redis_prefix = None
+        if self.cache == "redis":
+            global _redis_prefix_seq
+            _redis_prefix_seq += 1
+            self.redis = shared_redis_server()
+            self.redis_prefix = "popkit-it-%d-%d:" % (os.getpid(), _redis_prefix_seq)
         self.pg = self.pg_db = self.conninfo = None
         if self.store == "postgres":
             global _pg_database_seq
@@ -526,6 +582,10 @@ class PopkitServer:
         else:
             auth = [{"module": "passwd-file", "path": self.users_path}]
             store = {"module": "maildir", "path": os.path.join(self.mail_root, "%u")}
+        if self.cache == "redis":
+            auth = [redis_cache_entry(entry, self.redis.address, self.redis_prefix)
+                    for entry in auth]
+            store = redis_cache_entry(store, self.redis.address, self.redis_prefix)
         return {
             "hostname": "test.local",
             "workers": 2,
@@ -785,6 +845,11 @@ class PopkitServer:
             if marker in text:
                 raise AssertionError("popkitd's stderr holds %r:\n%s" %
                                      (marker, text))
+        if self.cache == "redis" and \
+                REDIS_UNREACHABLE_LINE % self.redis.address in text:
+            raise AssertionError("popkitd found Redis unreachable: the run went past "
+                                 "the cache:\n%s\n---- redis.log ----\n%s" %
+                                 (text, self.redis.log_text()))
 
     def cleanup(self):
         if self.process is not None and self.process.poll() is None:
@@ -854,6 +919,10 @@ class PopkitTestCase(unittest.TestCase):
                     sys.stderr.write(
                         "---- postgres.log, last lines ----\n%s\n---- end ----\n" %
                         "\n".join(server.pg.log_text().splitlines()[-40:]))
+                if server.redis is not None:
+                    sys.stderr.write(
+                        "---- redis.log, last lines ----\n%s\n---- end ----\n" %
+                        "\n".join(server.redis.log_text().splitlines()[-20:]))
             server.stop()
         finally:
             server.cleanup()
