@@ -255,7 +255,9 @@ static void on_open_done(struct core_request *req) {
                   (unsigned long long)s->live_count, (unsigned long long)s->live_octets);
     break;
   case POPKIT_IN_USE:
-    session_log(s, POPKIT_LOG_INFO, "mailbox in use by another session");
+    /* The store says which lock: its own, or a cache's across hosts. */
+    session_log(s, POPKIT_LOG_INFO, "mailbox in use by another session%s%s",
+                req->log_text != NULL ? ": " : "", req->log_text ? req->log_text : "");
     login_free(s);
     login_reset(s);
     session_error(s, "[IN-USE] Mailbox is locked by another POP3 session.");

@@ -53,6 +53,10 @@ struct rc_redis *rc_redis_new(uv_loop_t *loop, const struct rc_redis_options *op
  * callbacks. */
 void rc_redis_destroy(struct rc_redis *r);
 
+/* Opens the connection now if it was never opened, so that a command
+ * that matters later (popkit-deliver's invalidation) finds it up. */
+void rc_redis_connect_soon(struct rc_redis *r);
+
 /* reply is NULL when no answer came (connection lost, timeout): the caller
  * falls through. The reply is freed after the callback returns. */
 typedef void (*rc_reply_cb)(void *data, redisReply *reply);

@@ -371,6 +371,9 @@ static void rc_append_begin(void *instance, struct popkit_store_request *req) {
     return;
   }
   d->magic = RC_DELIVERY_MAGIC;
+  /* popkit-deliver is a fresh process: Redis connects while the message
+   * is written, so the invalidation after COMMIT finds it up. */
+  rc_redis_connect_soon(m->redis);
   pass_delivery(m, req, d);
 }
 

@@ -18,7 +18,9 @@ PopkitServer(cache="redis"), the auth entry and the store of the default
 config are wrapped in the redis-cache decorator, in front of a real Redis
 that the first such server of the test process starts (redis_server.py).
 Every server gets a key_prefix of its own, so servers of one process never
-see each other's cache.
+see each other's cache. POPKIT_TEST_CACHE_LOCK=1 (or
+PopkitServer(cache="redis", cache_lock=True)) also turns on the store's
+Redis lock, and with it the listing cache.
 
 The harness checks on every shutdown what a user would check on a real
 server: SIGTERM makes popkitd exit 0, and nothing in its stderr comes from
@@ -70,6 +72,9 @@ STORE = os.environ.get("POPKIT_TEST_STORE") or "maildir"
 # (redis-cache wrapping each of them).
 CACHES = ("none", "redis")
 CACHE = os.environ.get("POPKIT_TEST_CACHE") or "none"
+# In cache mode: whether the store's redis-cache locks mailboxes in Redis
+# ("lock": true), which also caches listings.
+CACHE_LOCK = os.environ.get("POPKIT_TEST_CACHE_LOCK") == "1"
 
 # The line redis-cache writes when it finds Redis away (% the address): a
 # server in cache mode must never write it, or the run tested the
@@ -104,6 +109,9 @@ def require_environment():
     if CACHE not in CACHES:
         raise RuntimeError("POPKIT_TEST_CACHE=%s: expected one of %s" %
                            (CACHE, ", ".join(CACHES)))
+    if os.environ.get("POPKIT_TEST_CACHE_LOCK") not in (None, "", "0", "1"):
+        raise RuntimeError("POPKIT_TEST_CACHE_LOCK=%s: expected 0 or 1" %
+                           os.environ.get("POPKIT_TEST_CACHE_LOCK"))
     missing = [
         name
         for name in ("POPKITD", "POPKIT_DELIVER", "POPKIT_PASSWD",
@@ -502,11 +510,12 @@ class PopkitServer:
     cache (default: POPKIT_TEST_CACHE, else "none"): with "redis", the
     default auth entry and store are wrapped in redis-cache; self.redis is
     the process's Redis and self.redis_prefix the key_prefix of this
-    server's keys in it.
+    server's keys in it. cache_lock (default: POPKIT_TEST_CACHE_LOCK=1)
+    adds "lock": true to the store's redis-cache entry.
     """
 
     def __init__(self, config=None, modules_dir=None, host="127.0.0.1", env=None,
-                 tls=False, store=None, cache=None):
+                 tls=False, store=None, cache=None, cache_lock=None):
         require_environment()
         self.store = store or STORE
         if self.store not in STORES:
@@ -514,6 +523,7 @@ class PopkitServer:
         self.cache = cache or CACHE
         if self.cache not in CACHES:
             raise ValueError("cache %r: expected one of %s" % (self.cache, ", ".join(CACHES)))
+        self.cache_lock = CACHE_LOCK if cache_lock is None else cache_lock
         self.redis = self.redis_prefix = None
         if self.cache == "redis":
             global _redis_prefix_seq
@@ -585,7 +595,8 @@ class PopkitServer:
         if self.cache == "redis":
             auth = [redis_cache_entry(entry, self.redis.address, self.redis_prefix)
                     for entry in auth]
-            store = redis_cache_entry(store, self.redis.address, self.redis_prefix)
+            lock = {"lock": True} if self.cache_lock else {}
+            store = redis_cache_entry(store, self.redis.address, self.redis_prefix, **lock)
         return {
             "hostname": "test.local",
             "workers": 2,
