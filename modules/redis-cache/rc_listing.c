@@ -116,23 +116,22 @@ static void on_fetched(void *data, redisReply *reply) {
   free(f);
   struct rc_module *m = call->m;
   struct rc_mailbox *mb = call->mb;
-  bool hit = false;
+  int outcome = 0;
   if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
     redisReply *gen = reply->element[0], *list = reply->element[1];
     snprintf(mb->generation, sizeof mb->generation, "%s",
              gen->type == REDIS_REPLY_STRING ? gen->str : "0");
-    hit = list->type == REDIS_REPLY_STRING &&
-          parse(mb, list->str, list->len, mb->generation);
-    if (hit && !add_to_request(m, call))
-      hit = false; /* the core drops a listing that ends in failure */
-    if (!hit)
+    if (list->type == REDIS_REPLY_STRING &&
+        parse(mb, list->str, list->len, mb->generation))
+      outcome = add_to_request(m, call) ? 1 : -1;
+    if (outcome != 1)
       forget_listing(mb);
-    rc_stats_count(&m->stats, m->loop, hit ? &m->stats.hits : &m->stats.misses);
+    rc_stats_count(&m->stats, m->loop, outcome == 1 ? &m->stats.hits : &m->stats.misses);
   } else {
     snprintf(mb->generation, sizeof mb->generation, "none");
     rc_stats_count(&m->stats, m->loop, &m->stats.fall_throughs);
   }
-  cb(call, hit);
+  cb(call, outcome);
 }
 
 int rc_listing_fetch(struct store_call *call, rc_listed cb) {

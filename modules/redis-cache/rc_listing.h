@@ -23,9 +23,11 @@
 #include "rc_mailbox.h"
 
 /* Asks Redis for the mailbox's listing and generation (kept in
- * mb->generation). On a hit the listing is in mb and in the OPEN request.
- * Returns 0 and calls cb later, or a negative errno when Redis is away. */
-typedef void (*rc_listed)(struct store_call *call, bool hit);
+ * mb->generation). outcome: 1 a hit (the listing is in mb and in the OPEN
+ * request), 0 a miss, -1 the listing could not be added to the request
+ * (no memory; the request holds part of it and must fail). Returns 0 and
+ * calls cb later, or a negative errno when Redis is away. */
+typedef void (*rc_listed)(struct store_call *call, int outcome);
 int rc_listing_fetch(struct store_call *call, rc_listed cb);
 
 /* Stores mb's listing unless the generation moved since it was read. */

@@ -53,6 +53,7 @@ struct rc_redis {
   uint64_t last_down_log;   /* uv_now() of the last line about it */
   unsigned long lost_calls; /* commands not sent since that line */
   const char *drop_reason;  /* why popkitd itself drops the connection */
+  char refusal[160];        /* what Redis answered to AUTH, SELECT or PING */
 };
 
 #define redis_log(r, level, ...) (r)->host->log((r)->self, NULL, level, __VA_ARGS__)
@@ -238,6 +239,7 @@ static void log_down(struct rc_redis *r, const char *why) {
 }
 
 static void went_down(struct rc_redis *r, const char *why) {
+  r->drop_reason = NULL;
   r->ac = NULL;
   r->state = RC_DOWN;
   if (r->destroying)
@@ -250,10 +252,24 @@ static void went_down(struct rc_redis *r, const char *why) {
 /* Only an answer makes a connection up: a Redis that hangs (stopped, or
  * swapped out) still completes TCP connects, and counting those as
  * recoveries would log one flap per login and never back off. */
+/* Redis answered, but not as popkitd needs: drop the connection, with the
+ * answer as the reason, and try again later as after any failure. */
+static void refuse(struct rc_redis *r, const char *what, const char *answer) {
+  if (r->ac == NULL || r->drop_reason != NULL)
+    return; /* already being dropped */
+  snprintf(r->refusal, sizeof r->refusal, "Redis refused %s: %s", what, answer);
+  r->drop_reason = r->refusal;
+  redisAsyncFree(r->ac); /* deferred by hiredis until this callback returns */
+}
+
 static void on_pong(void *data, redisReply *reply) {
   struct rc_redis *r = data;
-  if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
-    return; /* the connection is going down, or AUTH failed and drops it */
+  if (reply == NULL)
+    return; /* the connection is going down */
+  if (reply->type == REDIS_REPLY_ERROR) {
+    refuse(r, "PING", reply->str); /* NOAUTH: it wants a password */
+    return;
+  }
   r->state = RC_UP;
   r->failures = 0;
   if (r->down_logged)
@@ -281,11 +297,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
 
 static void on_setup_reply(void *data, redisReply *reply) {
   struct rc_redis *r = data;
-  if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
-    redis_log(r, POPKIT_LOG_ERROR, "Redis at %s refused AUTH or SELECT: %s", r->address,
-              reply->str);
-    redisAsyncFree(r->ac); /* deferred by hiredis until this callback returns */
-  }
+  if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+    refuse(r, "AUTH or SELECT", reply->str);
 }
 
 static void send_setup(struct rc_redis *r) {

@@ -61,8 +61,12 @@ static void open_at_next(struct store_call *call) {
   rc_call_pass(call, NULL, on_next_opened);
 }
 
-static void on_listed(struct store_call *call, bool hit) {
-  if (!hit) {
+static void on_listed(struct store_call *call, int outcome) {
+  if (outcome < 0) {
+    open_failed(call, POPKIT_TEMPFAIL, "out of memory");
+    return;
+  }
+  if (outcome == 0) {
     open_at_next(call);
     return;
   }
