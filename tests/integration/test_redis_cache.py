@@ -413,6 +413,26 @@ class RedisAway(RedisCacheTestCase):
         self.assert_stats(server, hits=2, misses=2, fall_throughs=6)
         self.assertEqual(server.stderr_text().count(unreachable), 1)
 
+    def test_a_redis_that_wants_a_password(self):
+        redis = self.private_redis()
+        redis.command("CONFIG", "SET", "requirepass", "sekrit")
+        # Without it: every login goes to PostgreSQL, and the log says why.
+        server = self.cached_server(redis, start=False)
+        self.add_user(server, "alice", "alice pw")
+        server.start()
+        self.assert_logs_in(server, "alice", "alice pw")
+        self.assert_logs_in(server, "alice", "alice pw")
+        self.assert_stats(server, hits=0, fall_throughs=2)
+        self.assertIn("Redis refused PING: NOAUTH", server.stderr_text())
+        # With it: the cache works.
+        other = self.cached_server(redis, start=False, password="sekrit")
+        self.add_user(other, "bob", "bob pw")
+        other.start()
+        self.assert_logs_in(other, "bob", "bob pw")
+        self.assert_logs_in(other, "bob", "bob pw")
+        self.assert_stats(other, hits=1, misses=1, fall_throughs=0)
+        self.assertNotIn("refused", other.stderr_text())
+
     def test_redis_hangs_and_comes_back(self):
         redis, server = self.server_with_own_redis(timeout_ms=TIMEOUT_MS)
         unreachable = UNREACHABLE_LINE % redis.address
