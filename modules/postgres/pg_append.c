@@ -1,5 +1,6 @@
 #include "pg_append.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ struct pg_append {
   struct popkit_store_request *req; /* the call being served */
   const char *rest;                 /* APPEND_WRITE data not yet staged */
   size_t rest_size;
+  bool failed; /* a write failed: the transaction is gone */
 };
 
 static void append_free(struct pg_append *a) {
@@ -53,12 +55,21 @@ static void complete(struct pg_append *a, enum popkit_result result, const char 
 
 /* Ends the delivery: the lease goes back (rolling back whatever is not
  * committed) and the request completes. */
+/* Ends the delivery, or, in the middle of it, its transaction: APPEND_FINISH
+ * still comes (once per successful APPEND_BEGIN) and frees the delivery
+ * then, so a failed write must leave it in place. */
 static void give_up(struct pg_append *a, enum popkit_result result, const char *text) {
   struct popkit_store_request *req = a->req;
   struct pg_module *m = a->m;
-  req->mailbox = NULL;
   req->base.module_data = NULL;
-  append_free(a);
+  if (req->base.kind == POPKIT_REQ_STORE_APPEND_WRITE) {
+    pg_pool_end_lease(m->pool, &a->lease); /* rolls back */
+    a->failed = true;
+    a->req = NULL;
+  } else {
+    req->mailbox = NULL;
+    append_free(a);
+  }
   m->host->complete(&req->base, result, text);
 }
 
@@ -200,6 +211,10 @@ void pg_append_write(void *instance, struct popkit_store_request *req) {
   struct pg_append *a = req->mailbox;
   (void)instance;
   a->req = req;
+  if (a->failed) {
+    give_up(a, POPKIT_TEMPFAIL, "an earlier write of this delivery failed");
+    return;
+  }
   a->rest = req->data;
   a->rest_size = req->data_size;
   popkit_crlf_size_feed(&a->size, req->data, req->data_size);
@@ -245,8 +260,10 @@ void pg_append_finish(void *instance, struct popkit_store_request *req) {
   struct pg_append *a = req->mailbox;
   (void)instance;
   a->req = req;
-  if (!req->commit) {
-    give_up(a, POPKIT_OK, NULL); /* closing the lease rolls back */
+  if (!req->commit || a->failed) {
+    /* Closing the lease rolls back. */
+    give_up(a, req->commit ? POPKIT_TEMPFAIL : POPKIT_OK,
+            req->commit ? "an earlier write of this delivery failed" : NULL);
     return;
   }
   if (a->staged > 0)

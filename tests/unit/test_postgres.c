@@ -202,6 +202,44 @@ START_TEST(thrown_away_delivery_leaves_nothing) {
 }
 END_TEST
 
+/* The connection of a delivery dies between two writes (PostgreSQL
+ * restarted, say): the write fails, the delivery is still finished once,
+ * and nothing of it is left. */
+START_TEST(a_delivery_whose_connection_dies_leaves_nothing) {
+  open_module(&h, conninfo, "");
+  struct popkit_store_request req = {0};
+  req.identity = "ana";
+  ck_assert_int_eq(harness_store(&h, POPKIT_REQ_STORE_APPEND_BEGIN, &req, res),
+                   POPKIT_OK);
+  void *handle = req.mailbox;
+  admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'popkit'",
+        0);
+  char *data = make_message(200000); /* more than one piece: a write reaches the server */
+  memset(&req, 0, sizeof req);
+  req.mailbox = handle;
+  req.data = data;
+  req.data_size = 200000;
+  ck_assert_int_eq(harness_store(&h, POPKIT_REQ_STORE_APPEND_WRITE, &req, res),
+                   POPKIT_TEMPFAIL);
+  memset(&req, 0, sizeof req);
+  req.mailbox = handle;
+  req.data = data;
+  req.data_size = 10;
+  ck_assert_int_eq(harness_store(&h, POPKIT_REQ_STORE_APPEND_WRITE, &req, res),
+                   POPKIT_TEMPFAIL);
+  memset(&req, 0, sizeof req);
+  req.mailbox = handle;
+  req.commit = 0;
+  ck_assert_int_eq(harness_store(&h, POPKIT_REQ_STORE_APPEND_FINISH, &req, res),
+                   POPKIT_OK);
+  free(data);
+  ck_assert_str_eq(admin("SELECT count(*) FROM popkit.messages", 0), "0");
+  ck_assert_str_eq(admin("SELECT count(*) FROM popkit.message_chunks", 0), "0");
+  /* The pool is fine afterwards. */
+  ck_assert_int_eq(harness_deliver(&h, "ana", "x\n", 2, 64), POPKIT_OK);
+}
+END_TEST
+
 START_TEST(expunge_deletes_exactly_the_named) {
   open_module(&h, conninfo, "");
   for (int i = 0; i < 3; i++) {
@@ -431,6 +469,7 @@ int main(void) {
   tcase_add_test(tc, delivered_messages_read_back_exactly);
   tcase_add_test(tc, imported_pieces_of_any_size_read_back);
   tcase_add_test(tc, thrown_away_delivery_leaves_nothing);
+  tcase_add_test(tc, a_delivery_whose_connection_dies_leaves_nothing);
   tcase_add_test(tc, expunge_deletes_exactly_the_named);
   tcase_add_test(tc, expunge_without_the_lock_deletes_nothing);
   tcase_add_test(tc, second_instance_gets_in_use_until_close);
