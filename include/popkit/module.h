@@ -291,6 +291,12 @@ struct popkit_host {
   struct popkit_request *(*next_request)(struct popkit_request *req, uint32_t kind);
 };
 
+/* Whether a host table reaches far enough to hold member: a module built
+ * for a newer minor ABI checks this in create() before it calls a host
+ * function that an older popkitd may not have. */
+#define POPKIT_HOST_HAS(host, member)                                                    \
+  ((host)->struct_size >= offsetof(struct popkit_host, member) + sizeof((host)->member))
+
 /* ---- Roles -------------------------------------------------------------- */
 
 /* Every operation finishes by calling host->complete on its request, once,

@@ -32,17 +32,12 @@ static const struct popkit_config_key config_keys[] = {
     {NULL, 0, 0},
 };
 
-/* The host table must reach at least up to the last function this module
- * calls: password_verify, new in ABI 1.1. (The loader already refuses this
- * module on an older popkitd, since its descriptor says 1.1; this guards a
- * host that hands out a short table anyway.) */
-#define HOST_NEEDED_SIZE                                                                 \
-  (offsetof(struct popkit_host, password_verify) + sizeof(void (*)(void)))
-
 static int passwd_file_create(const struct popkit_module_args *args, void **instance_r,
                               char *error, size_t error_size) {
   const struct popkit_host *host = args->host;
-  if (args->struct_size < sizeof *args || host->struct_size < HOST_NEEDED_SIZE) {
+  /* The loader already refuses this module on a popkitd older than its
+   * descriptor's 1.1; this guards a host that hands out a short table. */
+  if (args->struct_size < sizeof *args || !POPKIT_HOST_HAS(host, password_verify)) {
     snprintf(
         error, error_size,
         "popkitd is older than this module: it needs ABI 1.1 (host->password_verify)");

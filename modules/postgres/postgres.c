@@ -24,6 +24,7 @@
 #include "pg_module.h"
 #include "pg_store.h"
 #include "pg_text.h"
+#include "popkit/settings.h"
 
 static const struct popkit_config_key config_keys[] = {
     {"conninfo", POPKIT_CONFIG_STRING, 1},
@@ -34,28 +35,6 @@ static const struct popkit_config_key config_keys[] = {
     {"reconnect_max_ms", POPKIT_CONFIG_INTEGER, 0},
     {NULL, 0, 0},
 };
-
-/* host->password_verify is ABI 1.1. */
-#define HOST_NEEDED_SIZE                                                                 \
-  (offsetof(struct popkit_host, password_verify) + sizeof(void (*)(void)))
-
-struct integer_setting {
-  const char *key;
-  int64_t fallback, min, max;
-};
-
-static int read_integer(const struct popkit_module_args *args,
-                        const struct integer_setting *s, unsigned *value_r, char *error,
-                        size_t error_size) {
-  int64_t v = args->host->config_integer(args->config, s->key, s->fallback);
-  if (v < s->min || v > s->max) {
-    snprintf(error, error_size, "%s: %lld is out of range (%lld to %lld)", s->key,
-             (long long)v, (long long)s->min, (long long)s->max);
-    return -EINVAL;
-  }
-  *value_r = (unsigned)v;
-  return 0;
-}
 
 /* Checks the conninfo's syntax now, so --check-config catches a typo;
  * whether the server answers is a matter for run time. */
@@ -76,7 +55,7 @@ static int check_conninfo(const char *conninfo, char *error, size_t error_size) 
 static int pg_create(const struct popkit_module_args *args, void **instance_r,
                      char *error, size_t error_size) {
   const struct popkit_host *host = args->host;
-  if (args->struct_size < sizeof *args || host->struct_size < HOST_NEEDED_SIZE) {
+  if (args->struct_size < sizeof *args || !POPKIT_HOST_HAS(host, password_verify)) {
     snprintf(
         error, error_size,
         "popkitd is older than this module: it needs ABI 1.1 (host->password_verify)");
@@ -101,20 +80,16 @@ static int pg_create(const struct popkit_module_args *args, void **instance_r,
 
   struct pg_pool_options options = {.conninfo = conninfo};
   unsigned lock_ttl_s, query_timeout_s;
-  const struct {
-    struct integer_setting setting;
-    unsigned *value;
-  } integers[] = {
-      {{"pool_size", 4, 1, 64}, &options.size},
-      {{"query_timeout_s", 10, 1, 3600}, &query_timeout_s},
-      {{"lock_ttl_s", 30, 3, 3600}, &lock_ttl_s},
-      {{"reconnect_max_ms", 2000, 100, 600000}, &options.reconnect_max_ms},
+  const struct popkit_integer_setting integers[] = {
+      {"pool_size", 4, 1, 64, &options.size},
+      {"query_timeout_s", 10, 1, 3600, &query_timeout_s},
+      {"lock_ttl_s", 30, 3, 3600, &lock_ttl_s},
+      {"reconnect_max_ms", 2000, 100, 600000, &options.reconnect_max_ms},
   };
-  for (size_t i = 0; i < sizeof integers / sizeof integers[0]; i++) {
-    rc = read_integer(args, &integers[i].setting, integers[i].value, error, error_size);
-    if (rc < 0)
-      return rc;
-  }
+  rc = popkit_read_integers(host, args->config, integers,
+                            sizeof integers / sizeof integers[0], error, error_size);
+  if (rc < 0)
+    return rc;
   options.query_timeout_ms = query_timeout_s * 1000;
 
   struct pg_module *m = calloc(1, sizeof *m);

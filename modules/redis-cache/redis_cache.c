@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "popkit/settings.h"
 #include "rc_auth.h"
 #include "rc_module.h"
 #include "rc_store.h"
@@ -39,10 +40,6 @@ static const struct popkit_config_key config_keys[] = {
     {NULL, 0, 0},
 };
 
-/* pass_to_next and the output getters are ABI 1.2. */
-#define HOST_NEEDED_SIZE                                                                 \
-  (offsetof(struct popkit_host, store_message) + sizeof(void (*)(void)))
-
 /* Without a configured secret, one random secret per process: the workers
  * of one popkitd share their cache, other hosts keep their own. */
 static unsigned char process_secret[RC_SECRET_BYTES];
@@ -56,32 +53,10 @@ static void make_process_secret(void) {
                           : -EIO;
 }
 
-struct integer_setting {
-  const char *key;
-  int64_t fallback, min, max;
-  unsigned *value;
-};
-
-static int read_integers(const struct popkit_module_args *args,
-                         const struct integer_setting *settings, size_t count,
-                         char *error, size_t error_size) {
-  for (size_t i = 0; i < count; i++) {
-    const struct integer_setting *s = &settings[i];
-    int64_t v = args->host->config_integer(args->config, s->key, s->fallback);
-    if (v < s->min || v > s->max) {
-      snprintf(error, error_size, "%s: %lld is out of range (%lld to %lld)", s->key,
-               (long long)v, (long long)s->min, (long long)s->max);
-      return -EINVAL;
-    }
-    *s->value = (unsigned)v;
-  }
-  return 0;
-}
-
 static int rc_create(const struct popkit_module_args *args, void **instance_r,
                      char *error, size_t error_size) {
   const struct popkit_host *host = args->host;
-  if (args->struct_size < sizeof *args || host->struct_size < HOST_NEEDED_SIZE) {
+  if (args->struct_size < sizeof *args || !POPKIT_HOST_HAS(host, next_request)) {
     snprintf(error, error_size,
              "popkitd is older than this module: it needs ABI 1.2 (decorators)");
     return -EINVAL;
@@ -101,7 +76,7 @@ static int rc_create(const struct popkit_module_args *args, void **instance_r,
     return rc;
   unsigned ttl_s, negative_ttl_s, stale_ttl_s, stats_interval_s;
   unsigned max_body_bytes, body_ttl_s, listing_ttl_s, lock_ttl_s;
-  const struct integer_setting integers[] = {
+  const struct popkit_integer_setting integers[] = {
       {"database", 0, 0, 65535, &options.database},
       {"ttl_s", 300, 1, 86400 * 30, &ttl_s},
       {"negative_ttl_s", 30, 1, 86400, &negative_ttl_s},
@@ -115,8 +90,8 @@ static int rc_create(const struct popkit_module_args *args, void **instance_r,
       {"listing_ttl_s", 300, 1, 86400, &listing_ttl_s},
       {"lock_ttl_s", 30, 3, 3600, &lock_ttl_s},
   };
-  rc = read_integers(args, integers, sizeof integers / sizeof integers[0], error,
-                     error_size);
+  rc = popkit_read_integers(host, cfg, integers, sizeof integers / sizeof integers[0],
+                            error, error_size);
   if (rc < 0)
     return rc;
   if (stale_ttl_s < ttl_s) {

@@ -65,10 +65,6 @@
 #define LATE_DEFAULT_MS 20
 #define LATE_MAX_MS 600000 /* ten minutes: longer is a typo in a test config */
 
-/* The host table must reach the last function this module calls. */
-#define HOST_NEEDED_SIZE                                                                 \
-  (offsetof(struct popkit_host, store_message) + sizeof(void (*)(void)))
-
 struct decorator {
   uint32_t magic;
   const struct popkit_host *host;
@@ -407,7 +403,7 @@ static const struct popkit_store_ops decorator_store_ops = {
 static int decorator_create(const struct popkit_module_args *args, void **instance_r,
                             char *error, size_t error_size) {
   const struct popkit_host *host = args->host;
-  if (args->struct_size < sizeof *args || host->struct_size < HOST_NEEDED_SIZE) {
+  if (args->struct_size < sizeof *args || !POPKIT_HOST_HAS(host, next_request)) {
     snprintf(error, error_size,
              "popkitd is older than this module: it needs ABI 1.2 (host->pass_to_next)");
     return -EINVAL;
