@@ -174,14 +174,16 @@ static void return_to_decorator(struct core_request *req) {
   enum popkit_result result = req->result;
   req->mi = mi;
   req->pub.base.module_data = f->module_data;
-  req->next_log_text = req->log_text;
+  /* next's text is the decorator's to read during done only: the request
+   * cannot be freed before done returns (completions inside it wait for
+   * the next loop turn). */
+  char *next_log_text = req->log_text;
   req->log_text = NULL;
   req->completed = false;
   req->result = POPKIT_TEMPFAIL;
   req->in_call = true;
-  f->done(mi->instance, &req->pub.base, result, req->next_log_text);
-  free(req->next_log_text);
-  req->next_log_text = NULL;
+  f->done(mi->instance, &req->pub.base, result, next_log_text);
+  free(next_log_text);
   if (same_step(req, mi, depth)) {
     req->in_call = false;
     if (req->completed && !req->queued)
@@ -359,7 +361,6 @@ void core_request_free(struct core_request *req) {
   free(req->credential);
   free(req->identity);
   free(req->log_text);
-  free(req->next_log_text);
   free(req->owned_string);
   listing_free(&req->listing);
   req->magic = 0;

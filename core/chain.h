@@ -78,8 +78,6 @@ struct core_request {
     void *module_data; /* the decorator's, kept while next works */
   } frames[CHAIN_MAX_DECORATORS];
   unsigned depth;
-  /* A log text handed to a decorator's done, freed once done returns. */
-  char *next_log_text;
 };
 
 /* One worker's module instances and the machinery to call them. */
