@@ -9,7 +9,7 @@
 
 /* Answers from the body in hand; false when it does not hold the bytes. */
 static bool serve_body(struct rc_mailbox *mb, struct popkit_store_request *req) {
-  if (!mb->have_body || !mb->body_complete || mb->body_index != req->index)
+  if (mb->body_state != RC_BODY_COMPLETE || mb->body_index != req->index)
     return false;
   if (req->offset >= mb->body_length) {
     req->length = 0;
@@ -49,7 +49,7 @@ static void store_body(struct rc_module *m, struct rc_mailbox *mb) {
 /* Gathers what next sent into the body, in order; the end stores it. */
 static void gather(struct rc_module *m, struct rc_mailbox *mb,
                    const struct popkit_store_request *req, enum popkit_result result) {
-  if (!mb->body_caching || mb->body_index != req->index)
+  if (mb->body_state != RC_BODY_GATHERING || mb->body_index != req->index)
     return;
   bool in_order = result == POPKIT_OK && req->offset == mb->body_length &&
                   mb->body_length + req->length <= m->max_body_bytes;
@@ -59,8 +59,7 @@ static void gather(struct rc_module *m, struct rc_mailbox *mb,
     memcpy(mb->body + mb->body_length, req->buffer, req->length);
     mb->body_length += req->length;
   } else {
-    mb->body_caching = false;
-    mb->body_complete = true;
+    mb->body_state = RC_BODY_COMPLETE;
     store_body(m, mb);
     free(mb->body);
     mb->body = NULL;
@@ -107,19 +106,19 @@ static void on_body(void *data, redisReply *reply) {
       rc_stats_count(&m->stats, m->loop, &m->stats.hits);
       memcpy(mb->body, reply->str, reply->len);
       mb->body_length = reply->len;
-      mb->body_complete = true;
+      mb->body_state = RC_BODY_COMPLETE;
       serve_body(mb, call->req);
       rc_call_finish(call, POPKIT_OK, NULL);
       return;
     }
-    mb->have_body = false;
+    mb->body_state = RC_BODY_NONE;
   } else if (reply != NULL && reply->type == REDIS_REPLY_NIL) {
     /* Gather the body while next sends it. */
     mb->body = malloc(m->max_body_bytes);
-    mb->body_caching = mb->body != NULL;
+    mb->body_state = mb->body != NULL ? RC_BODY_GATHERING : RC_BODY_NONE;
     rc_stats_count(&m->stats, m->loop, &m->stats.misses);
   } else {
-    mb->have_body = false;
+    mb->body_state = RC_BODY_NONE;
     rc_stats_count(&m->stats, m->loop, &m->stats.fall_throughs);
   }
   read_from_next(call);
@@ -135,21 +134,22 @@ void rc_body_read(void *instance, struct popkit_store_request *req) {
   struct store_call *call = rc_call_new(m, req, mb);
   if (call == NULL)
     return;
-  bool gathering = mb->body_caching && mb->body_index == req->index;
+  bool in_hand = mb->body_state != RC_BODY_NONE && mb->body_index == req->index;
+  bool gathering = in_hand && mb->body_state == RC_BODY_GATHERING;
   if (req->offset == 0 && !gathering && m->max_body_bytes > 0 && req->index < mb->count &&
       mb->sizes[req->index] <= m->max_body_bytes) {
     char key[256];
     int n = body_key(m, mb, req->index, key, sizeof key);
     rc_mailbox_drop_body(mb);
-    mb->have_body = true;
+    mb->body_state = RC_BODY_ASKED;
     mb->body_index = req->index;
     const char *argv[] = {"GET", key};
     size_t lengths[] = {3, n > 0 ? (size_t)n : 0};
     if (n > 0 && rc_redis_command(m->redis, on_body, call, 2, argv, lengths) == 0)
       return;
-    mb->have_body = false;
+    mb->body_state = RC_BODY_NONE;
     rc_stats_count(&m->stats, m->loop, &m->stats.fall_throughs);
-  } else if (!gathering && !(mb->have_body && mb->body_index == req->index)) {
+  } else if (!in_hand) {
     rc_mailbox_drop_body(mb);
   }
   read_from_next(call);

@@ -14,7 +14,7 @@ struct rc_mailbox *rc_mailbox_of(struct popkit_store_request *req) {
 void rc_mailbox_drop_body(struct rc_mailbox *mb) {
   free(mb->body);
   mb->body = NULL;
-  mb->have_body = mb->body_complete = mb->body_caching = false;
+  mb->body_state = RC_BODY_NONE;
   mb->body_length = 0;
 }
 

@@ -16,6 +16,15 @@
 /* An open mailbox: next's handle (opened late when the listing came from
  * Redis), the Redis lock, the listing (unique ids name bodies), and the
  * body of one message while it is sent. */
+/* The body of one message, in hand while it is sent. */
+enum rc_body_state {
+  RC_BODY_NONE,      /* no body in hand */
+  RC_BODY_ASKED,     /* Redis was asked for body_index's body */
+  RC_BODY_GATHERING, /* next's bytes of body_index are gathered for Redis */
+  RC_BODY_COMPLETE   /* body_index's body was whole in hand (body is NULL
+                        once sent to its end) */
+};
+
 struct rc_mailbox {
   uint32_t magic;
   void *inner; /* next's handle; NULL until next has opened the mailbox */
@@ -29,9 +38,7 @@ struct rc_mailbox {
   /* After a late open: index in next's listing of each of ours, or
    * SIZE_MAX for a message next no longer has. NULL: the same indexes. */
   size_t *to_next;
-  bool have_body;     /* the fields below are about body_index */
-  bool body_complete; /* body holds the whole message (or held it) */
-  bool body_caching;  /* next's bytes are being gathered for Redis */
+  enum rc_body_state body_state;
   uint64_t body_index;
   char *body; /* NULL once sent to its end */
   size_t body_length;
