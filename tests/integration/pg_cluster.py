@@ -30,11 +30,13 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from server_process import (free_port, pid_working_in, run_watchdog, start_watchdog,
+                            stop_watchdog, wait_gone)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEMA_SQL = os.path.join(HERE, "..", "..", "modules", "postgres", "schema.sql")
@@ -76,12 +78,6 @@ def find_server_binaries() -> str:
     return max(found)[1]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def conf_quote(value: str) -> str:
     """A string value for postgresql.conf."""
     return "'" + value.replace("'", "''") + "'"
@@ -95,29 +91,9 @@ def conninfo_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def process_alive(pid: int) -> bool:
-    """Whether pid runs (a zombie waiting to be reaped does not)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def postmaster_pid(data_dir: str):
-    """The pid in data_dir's postmaster.pid if that process is the
-    postmaster of data_dir (it works in that directory), else None: the
-    pid of a stale file may belong to anything by now."""
-    try:
-        with open(os.path.join(data_dir, "postmaster.pid")) as f:
-            pid = int(f.readline())
-        if os.path.samefile(os.readlink("/proc/%d/cwd" % pid), data_dir) \
-                and process_alive(pid):
-            return pid
-    except (OSError, ValueError):
-        pass
-    return None
+    """The pid of data_dir's postmaster if it runs, else None."""
+    return pid_working_in(os.path.join(data_dir, "postmaster.pid"), data_dir)
 
 
 def children_of(pid: int) -> list:
@@ -134,15 +110,6 @@ def children_of(pid: int) -> list:
         except (OSError, IndexError, ValueError):
             pass
     return out
-
-
-def wait_gone(pids, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while any(process_alive(p) for p in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def wait_reaped(pids, timeout: float) -> bool:
@@ -213,7 +180,7 @@ class PostgresCluster:
             os.chown(self.dir, owner.pw_uid, owner.pw_gid)
         self.data_dir = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "postgres.log")
-        self._start_watchdog()
+        self._watchdog = start_watchdog(__file__, self.dir, self.env)
         self._run([self._tool("initdb"), "-D", self.data_dir, "-U", ADMIN_ROLE,
                    "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
                   timeout=START_TIMEOUT_S)
@@ -304,9 +271,8 @@ class PostgresCluster:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
-            if self._watchdog is not None:
-                self._watchdog.stdin.close()  # the watchdog finds nothing left
-                self._watchdog = None
+            stop_watchdog(self._watchdog)
+            self._watchdog = None
 
     def log_text(self) -> str:
         try:
@@ -314,20 +280,6 @@ class PostgresCluster:
                 return f.read().decode("utf-8", "replace")
         except (OSError, TypeError):
             return ""
-
-    def _start_watchdog(self):
-        """A process that stops the server and removes the directory once
-        our end of a pipe closes: when this process ends in any way,
-        SIGKILL included. sh starts it in the background and exits, so it
-        is no child of ours and survives a kill of our process tree."""
-        watchdog = [sys.executable, os.path.abspath(__file__), "--watchdog", self.dir]
-        # A background job of a non-interactive sh gets /dev/null as its
-        # stdin; the pipe reaches it through fd 3.
-        self._watchdog = subprocess.Popen(
-            ["sh", "-c", 'exec 3<&0; "$@" 0<&3 3<&- &', "sh"] + watchdog,
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, env=self.env, start_new_session=True)
-        self._watchdog.wait()  # sh is done; its job runs on
 
     # -- databases and SQL --
 
@@ -383,23 +335,16 @@ class PostgresCluster:
                 for record in out.split(RECORD_SEPARATOR)]
 
 
-def _watchdog(directory: str):
-    """See PostgresCluster._start_watchdog: wait for EOF on stdin, then
-    stop the server of directory if it still runs, and remove it."""
-    try:
-        os.setsid()
-    except OSError:
-        pass  # a session leader already: no terminal signal reaches us
-    while os.read(0, 4096):
-        pass
+def _stop_cluster(directory: str):
+    """The watchdog's stop (run_watchdog): PostgreSQL's immediate shutdown,
+    then SIGKILL."""
     data_dir = os.path.join(directory, "data")
     pid = postmaster_pid(data_dir) if os.path.isdir(data_dir) else None
     if pid is not None:
-        os.kill(pid, signal.SIGQUIT)  # PostgreSQL's immediate shutdown
+        os.kill(pid, signal.SIGQUIT)
         if not wait_gone([pid], 20):
             os.kill(pid, signal.SIGKILL)
             wait_gone([pid], 10)
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _self_check():
@@ -447,6 +392,6 @@ def _self_check():
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--watchdog":
-        _watchdog(sys.argv[2])
+        run_watchdog(sys.argv[2], _stop_cluster)
     else:
         _self_check()

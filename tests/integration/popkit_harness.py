@@ -36,7 +36,6 @@ import hmac
 import json
 import os
 import poplib
-import re
 import shutil
 import signal
 import socket
@@ -49,6 +48,7 @@ import unittest
 import warnings
 
 from pg_cluster import PostgresCluster
+from server_process import free_port  # noqa: F401 (tests import it from here)
 from redis_server import RedisServer
 
 with warnings.catch_warnings():
@@ -269,14 +269,6 @@ def hash_password(password: str, scheme: str = "plain") -> str:
 
 
 # ---- Networking -----------------------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now, picked by the kernel."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def ipv6_loopback_available() -> bool:

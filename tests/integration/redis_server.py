@@ -32,7 +32,8 @@ import sys
 import tempfile
 import time
 
-from pg_cluster import free_port, process_alive, wait_gone
+from server_process import (free_port, pid_working_in, run_watchdog, start_watchdog,
+                            stop_watchdog, wait_gone)
 
 REDIS_SERVER = "redis-server"
 START_TIMEOUT_S = 20
@@ -84,18 +85,8 @@ def read_reply(file):
 
 
 def redis_pid(directory: str):
-    """The pid in directory's redis.pid if that process is the
-    redis-server working in directory, else None: the pid of a stale file
-    may belong to anything by now."""
-    try:
-        with open(os.path.join(directory, "redis.pid")) as f:
-            pid = int(f.readline())
-        if os.path.samefile(os.readlink("/proc/%d/cwd" % pid), directory) \
-                and process_alive(pid):
-            return pid
-    except (OSError, ValueError):
-        pass
-    return None
+    """The pid of directory's redis-server if it runs, else None."""
+    return pid_working_in(os.path.join(directory, "redis.pid"), directory)
 
 
 class RedisServer:
@@ -129,7 +120,7 @@ class RedisServer:
                 "redis-server)")
         atexit.register(self.cleanup)
         self.dir = tempfile.mkdtemp(prefix="popkit-redis-")
-        self._start_watchdog()
+        self._watchdog = start_watchdog(__file__, self.dir)
         # A port free a moment ago may be taken by the time the server
         # binds it: try another then.
         for attempt in range(5):
@@ -216,9 +207,8 @@ class RedisServer:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
-            if self._watchdog is not None:
-                self._watchdog.stdin.close()  # the watchdog finds nothing left
-                self._watchdog = None
+            stop_watchdog(self._watchdog)
+            self._watchdog = None
 
     def log_text(self) -> str:
         try:
@@ -226,18 +216,6 @@ class RedisServer:
                 return f.read().decode("utf-8", "replace")
         except (OSError, TypeError):
             return ""
-
-    def _start_watchdog(self):
-        """A process that kills the server and removes the directory once
-        our end of a pipe closes: when this process ends in any way,
-        SIGKILL included (see PostgresCluster._start_watchdog: sh starts it
-        in the background so it is no child of ours)."""
-        watchdog = [sys.executable, os.path.abspath(__file__), "--watchdog", self.dir]
-        self._watchdog = subprocess.Popen(
-            ["sh", "-c", 'exec 3<&0; "$@" 0<&3 3<&- &', "sh"] + watchdog,
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
-        self._watchdog.wait()
 
     # -- commands --
 
@@ -264,20 +242,13 @@ class RedisServer:
         return self.command("GET", key)
 
 
-def _watchdog(directory: str):
-    """See RedisServer._start_watchdog: wait for EOF on stdin, then kill the
-    server of directory if it still runs, and remove it."""
-    try:
-        os.setsid()
-    except OSError:
-        pass
-    while os.read(0, 4096):
-        pass
-    pid = redis_pid(directory) if os.path.isdir(directory) else None
+def _stop_server(directory: str):
+    """The watchdog's stop (run_watchdog): there is nothing to save, and
+    SIGKILL works on a stopped (paused) server too."""
+    pid = redis_pid(directory)
     if pid is not None:
-        os.kill(pid, signal.SIGKILL)  # nothing to save; works when stopped too
+        os.kill(pid, signal.SIGKILL)
         wait_gone([pid], 10)
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _self_check():
@@ -324,6 +295,6 @@ def _self_check():
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--watchdog":
-        _watchdog(sys.argv[2])
+        run_watchdog(sys.argv[2], _stop_server)
     else:
         _self_check()

@@ -1,0 +1,95 @@
+"""What the test servers (pg_cluster.py, redis_server.py) share: picking a
+port, watching processes by pid, and a watchdog that stops a server and
+removes its directory when the test process ends in any way, SIGKILL
+included (a ctest timeout), so no test leaves a server behind.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now, picked by the kernel."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether pid runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_gone(pids, timeout: float) -> bool:
+    """Whether every pid has stopped running in time."""
+    deadline = time.monotonic() + timeout
+    while any(process_alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def pid_working_in(pid_file: str, directory: str):
+    """The pid in pid_file if that process runs with directory as its
+    working directory, else None: the pid of a stale file may belong to
+    anything by now."""
+    try:
+        with open(pid_file) as f:
+            pid = int(f.readline())
+        if os.path.samefile(os.readlink("/proc/%d/cwd" % pid), directory) \
+                and process_alive(pid):
+            return pid
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+# ---- The watchdog ---------------------------------------------------------
+
+
+def start_watchdog(script: str, directory: str, env=None) -> subprocess.Popen:
+    """Starts `python3 script --watchdog directory` (see run_watchdog),
+    which acts once our end of its stdin pipe closes: when this process
+    ends, in any way. sh starts it in the background and exits, so it is
+    no child of ours and survives a kill of our process tree. Close the
+    returned Popen's stdin (stop_watchdog) once the directory is gone."""
+    argv = [sys.executable, os.path.abspath(script), "--watchdog", directory]
+    # A background job of a non-interactive sh gets /dev/null as its stdin;
+    # the pipe reaches it through fd 3.
+    watchdog = subprocess.Popen(
+        ["sh", "-c", 'exec 3<&0; "$@" 0<&3 3<&- &', "sh"] + argv,
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    watchdog.wait()  # sh is done; its job runs on
+    return watchdog
+
+
+def stop_watchdog(watchdog):
+    """Lets the watchdog go: it finds nothing left to stop."""
+    if watchdog is not None:
+        watchdog.stdin.close()
+
+
+def run_watchdog(directory: str, stop_server):
+    """The watchdog's body: wait for EOF on stdin, then stop_server(directory)
+    if the directory is still there, and remove it."""
+    try:
+        os.setsid()
+    except OSError:
+        pass  # a session leader already: no terminal signal reaches us
+    while os.read(0, 4096):
+        pass
+    if os.path.isdir(directory):
+        stop_server(directory)
+    shutil.rmtree(directory, ignore_errors=True)
