@@ -13,4 +13,13 @@ static inline int check_run(Suite *suite) {
   return failed;
 }
 
+/* A test case of suite with a checked fixture. */
+static inline TCase *check_tcase(Suite *suite, const char *name, SFun setup,
+                                 SFun teardown) {
+  TCase *tc = tcase_create(name);
+  tcase_add_checked_fixture(tc, setup, teardown);
+  suite_add_tcase(suite, tc);
+  return tc;
+}
+
 #endif

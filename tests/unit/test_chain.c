@@ -689,43 +689,36 @@ START_TEST(refuses_a_decorator_key_error_with_its_path) {
 }
 END_TEST
 
-static TCase *new_tcase(Suite *suite, const char *name) {
-  TCase *tc = tcase_create(name);
-  tcase_add_checked_fixture(tc, setup, teardown);
-  suite_add_tcase(suite, tc);
-  return tc;
-}
-
 int main(void) {
   Suite *suite = suite_create("chain");
 
-  TCase *tc = new_tcase(suite, "auth decorator");
+  TCase *tc = check_tcase(suite, "auth decorator", setup, teardown);
   tcase_add_test(tc, decorator_passes_password_checks_to_next);
   tcase_add_test(tc, decorator_reads_next_outputs);
   tcase_add_test(tc, decorator_answers_alone);
   tcase_add_test(tc, decorator_completes_later_from_a_timer);
 
-  tc = new_tcase(suite, "lists and nesting");
+  tc = check_tcase(suite, "lists and nesting", setup, teardown);
   tcase_add_test(tc, list_moves_on_only_past_the_decorator);
   tcase_add_test(tc, list_reaches_a_decorator_after_not_found);
   tcase_add_test(tc, nested_decorators_each_hear_next);
   tcase_add_test(tc, four_decorators_nest);
 
-  tc = new_tcase(suite, "store decorator");
+  tc = check_tcase(suite, "store decorator", setup, teardown);
   tcase_add_test(tc, store_decorator_wraps_the_mailbox);
   tcase_add_test(tc, store_decorator_passes_failures_on);
   tcase_add_test(tc, store_decorator_closes_what_it_refuses);
   tcase_add_test(tc, store_decorator_delivers);
   tcase_add_test(tc, store_decorator_aborts_a_delivery);
 
-  tc = new_tcase(suite, "cancel");
+  tc = check_tcase(suite, "cancel", setup, teardown);
   tcase_add_test(tc, cancel_while_blocking_next_works);
   tcase_add_test(tc, cancel_while_the_decorator_waits);
 
-  tc = new_tcase(suite, "claims");
+  tc = check_tcase(suite, "claims", setup, teardown);
   tcase_add_test(tc, credentials_are_claimed_only_when_next_has_them);
 
-  tc = new_tcase(suite, "config errors");
+  tc = check_tcase(suite, "config errors", setup, teardown);
   tcase_add_test(tc, refuses_decorator_without_next);
   tcase_add_test(tc, refuses_next_on_a_module_that_is_no_decorator);
   tcase_add_test(tc, refuses_next_of_the_wrong_role);

@@ -734,17 +734,10 @@ START_TEST(loads_passwd_file) {
 }
 END_TEST
 
-static TCase *new_tcase(Suite *suite, const char *name) {
-  TCase *tc = tcase_create(name);
-  tcase_add_checked_fixture(tc, setup, teardown);
-  suite_add_tcase(suite, tc);
-  return tc;
-}
-
 int main(void) {
   Suite *suite = suite_create("loader");
 
-  TCase *tc = new_tcase(suite, "refused from the file");
+  TCase *tc = check_tcase(suite, "refused from the file", setup, teardown);
   tcase_add_test(tc, refuses_wrong_major);
   tcase_add_test(tc, refuses_newer_minor);
   tcase_add_test(tc, refuses_short_struct);
@@ -758,18 +751,18 @@ int main(void) {
   tcase_add_test(tc, refuses_fifo_and_directory_without_hanging);
   tcase_add_test(tc, inspect_file_reads_without_running);
 
-  tc = new_tcase(suite, "refused after dlopen");
+  tc = check_tcase(suite, "refused after dlopen", setup, teardown);
   tcase_add_loop_test(tc, refuses_incomplete_live_descriptor, 0,
                       (int)(sizeof live_cases / sizeof live_cases[0]));
   tcase_add_test(tc, refuses_module_whose_library_is_missing);
 
-  tc = new_tcase(suite, "accepted");
+  tc = check_tcase(suite, "accepted", setup, teardown);
   tcase_add_test(tc, loads_good_auth_and_runs_it);
   tcase_add_test(tc, same_file_is_one_module);
   tcase_add_test(tc, loads_slow_auth);
   tcase_add_test(tc, loads_decorator);
 
-  tc = new_tcase(suite, "elf");
+  tc = check_tcase(suite, "elf", setup, teardown);
   tcase_add_test(tc, reads_the_descriptor_head_from_the_file);
   tcase_add_test(tc, unpatched_copy_loads);
   tcase_add_test(tc, refuses_module_for_another_machine);
@@ -781,7 +774,7 @@ int main(void) {
   tcase_add_test(tc, survives_every_header_mutation_and_truncation);
 
   /* Last: the real modules are written in parallel with this test. */
-  tc = new_tcase(suite, "real modules");
+  tc = check_tcase(suite, "real modules", setup, teardown);
   tcase_add_test(tc, loads_maildir);
   tcase_add_test(tc, loads_passwd_file);
 

@@ -177,28 +177,40 @@ START_TEST(imported_pieces_of_any_size_read_back) {
 }
 END_TEST
 
-START_TEST(thrown_away_delivery_leaves_nothing) {
-  open_module(&h, conninfo, "");
+/* One step of a delivery begun with begin_delivery. */
+static enum popkit_result append_step(enum popkit_request_kind kind, void *handle,
+                                      const char *data, size_t size, int commit) {
   struct popkit_store_request req = {0};
-  req.identity = "ana";
-  ck_assert_int_eq(harness_store(&h, POPKIT_REQ_STORE_APPEND_BEGIN, &req, res),
-                   POPKIT_OK);
-  void *handle = req.mailbox;
-  char *data = make_message(150000);
-  memset(&req, 0, sizeof req);
   req.mailbox = handle;
   req.data = data;
-  req.data_size = 150000;
-  ck_assert_int_eq(harness_store(&h, POPKIT_REQ_STORE_APPEND_WRITE, &req, res),
+  req.data_size = size;
+  req.commit = commit;
+  return harness_store(&h, kind, &req, res);
+}
+
+static void *begin_delivery(const char *identity) {
+  struct popkit_store_request req = {0};
+  req.identity = identity;
+  ck_assert_int_eq(harness_store(&h, POPKIT_REQ_STORE_APPEND_BEGIN, &req, res),
                    POPKIT_OK);
-  memset(&req, 0, sizeof req);
-  req.mailbox = handle;
-  req.commit = 0;
-  ck_assert_int_eq(harness_store(&h, POPKIT_REQ_STORE_APPEND_FINISH, &req, res),
-                   POPKIT_OK);
-  free(data);
+  return req.mailbox;
+}
+
+static void assert_no_message_stored(void) {
   ck_assert_str_eq(admin("SELECT count(*) FROM popkit.messages", 0), "0");
   ck_assert_str_eq(admin("SELECT count(*) FROM popkit.message_chunks", 0), "0");
+}
+
+START_TEST(thrown_away_delivery_leaves_nothing) {
+  open_module(&h, conninfo, "");
+  void *handle = begin_delivery("ana");
+  char *data = make_message(150000);
+  ck_assert_int_eq(append_step(POPKIT_REQ_STORE_APPEND_WRITE, handle, data, 150000, 0),
+                   POPKIT_OK);
+  ck_assert_int_eq(append_step(POPKIT_REQ_STORE_APPEND_FINISH, handle, NULL, 0, 0),
+                   POPKIT_OK);
+  free(data);
+  assert_no_message_stored();
 }
 END_TEST
 
@@ -207,34 +219,18 @@ END_TEST
  * and nothing of it is left. */
 START_TEST(a_delivery_whose_connection_dies_leaves_nothing) {
   open_module(&h, conninfo, "");
-  struct popkit_store_request req = {0};
-  req.identity = "ana";
-  ck_assert_int_eq(harness_store(&h, POPKIT_REQ_STORE_APPEND_BEGIN, &req, res),
-                   POPKIT_OK);
-  void *handle = req.mailbox;
+  void *handle = begin_delivery("ana");
   admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'popkit'",
         0);
   char *data = make_message(200000); /* more than one piece: a write reaches the server */
-  memset(&req, 0, sizeof req);
-  req.mailbox = handle;
-  req.data = data;
-  req.data_size = 200000;
-  ck_assert_int_eq(harness_store(&h, POPKIT_REQ_STORE_APPEND_WRITE, &req, res),
+  ck_assert_int_eq(append_step(POPKIT_REQ_STORE_APPEND_WRITE, handle, data, 200000, 0),
                    POPKIT_TEMPFAIL);
-  memset(&req, 0, sizeof req);
-  req.mailbox = handle;
-  req.data = data;
-  req.data_size = 10;
-  ck_assert_int_eq(harness_store(&h, POPKIT_REQ_STORE_APPEND_WRITE, &req, res),
+  ck_assert_int_eq(append_step(POPKIT_REQ_STORE_APPEND_WRITE, handle, data, 10, 0),
                    POPKIT_TEMPFAIL);
-  memset(&req, 0, sizeof req);
-  req.mailbox = handle;
-  req.commit = 0;
-  ck_assert_int_eq(harness_store(&h, POPKIT_REQ_STORE_APPEND_FINISH, &req, res),
+  ck_assert_int_eq(append_step(POPKIT_REQ_STORE_APPEND_FINISH, handle, NULL, 0, 0),
                    POPKIT_OK);
   free(data);
-  ck_assert_str_eq(admin("SELECT count(*) FROM popkit.messages", 0), "0");
-  ck_assert_str_eq(admin("SELECT count(*) FROM popkit.message_chunks", 0), "0");
+  assert_no_message_stored();
   /* The pool is fine afterwards. */
   ck_assert_int_eq(harness_deliver(&h, "ana", "x\n", 2, 64), POPKIT_OK);
 }
