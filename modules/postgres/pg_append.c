@@ -7,6 +7,7 @@
 
 #include "pg_module.h"
 #include "pg_text.h"
+#include "popkit/utf8.h"
 #include "popkit/crlf.h"
 
 static const char begin_sql[] = "BEGIN";
@@ -142,7 +143,7 @@ static void on_begun(struct pg_query *q, PGresult *res, const char *error) {
 void pg_append_begin(void *instance, struct popkit_store_request *req) {
   struct pg_module *m = instance;
   req->mailbox = NULL;
-  if (!pg_text_is_utf8(req->identity)) {
+  if (!popkit_is_utf8(req->identity)) {
     m->host->complete(&req->base, POPKIT_PERMFAIL, "the mailbox name is not UTF-8");
     return;
   }

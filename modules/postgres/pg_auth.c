@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "pg_text.h"
+#include "popkit/utf8.h"
 
 const char pg_auth_default_query[] =
     "SELECT password, mailbox FROM popkit.users WHERE name = $1";
@@ -228,7 +229,7 @@ static void start(struct pg_module *m, struct popkit_auth_request *req,
     finish(call, POPKIT_FAIL, "no password in the request");
     return;
   }
-  if (!pg_text_is_utf8(req->user)) {
+  if (!popkit_is_utf8(req->user)) {
     /* The connection speaks UTF-8, so no such name is in the database. */
     if (kind == AUTH_VERIFY)
       start_check(call);

@@ -7,6 +7,7 @@
 
 #include "pg_module.h"
 #include "pg_text.h"
+#include "popkit/utf8.h"
 
 static const char list_sql[] = "SELECT m.id, m.uid, m.size FROM popkit.messages m"
                                " JOIN popkit.mailboxes b ON b.id = m.mailbox_id"
@@ -204,7 +205,7 @@ void pg_store_open(void *instance, struct popkit_store_request *req) {
   struct store_call *call = call_new(m, req);
   if (call == NULL)
     return;
-  if (!pg_text_is_utf8(req->identity)) {
+  if (!popkit_is_utf8(req->identity)) {
     finish(call, POPKIT_PERMFAIL, "the mailbox name is not UTF-8");
     return;
   }

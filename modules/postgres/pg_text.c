@@ -6,40 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool pg_text_is_utf8(const char *s) {
-  const unsigned char *p = (const unsigned char *)s;
-  while (*p != '\0') {
-    unsigned char c = *p;
-    size_t extra;
-    uint32_t cp;
-    if (c < 0x80) {
-      p++;
-      continue;
-    } else if (c >= 0xc2 && c <= 0xdf) {
-      extra = 1;
-      cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      extra = 2;
-      cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      extra = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    for (size_t i = 1; i <= extra; i++) {
-      if ((p[i] & 0xc0) != 0x80)
-        return false; /* also stops at the NUL */
-      cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((extra == 2 && cp < 0x800) || (extra == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-      return false;
-    p += extra + 1;
-  }
-  return true;
-}
-
 int64_t pg_text_int8(const char *binary) {
   const unsigned char *b = (const unsigned char *)binary;
   uint64_t v = 0;

@@ -8,11 +8,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Whether s is well-formed UTF-8 (no overlong forms, no surrogates). The
- * connection's client_encoding is UTF8, so a user or mailbox name that is
- * not cannot be in the database: it is nobody, and is never sent. */
-bool pg_text_is_utf8(const char *s);
-
 /* The value of a binary-format int8 column (8 bytes, network order). */
 int64_t pg_text_int8(const char *binary);
 

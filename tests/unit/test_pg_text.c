@@ -8,28 +8,29 @@
 
 #include "check_run.h"
 #include "pg_text.h"
+#include "popkit/utf8.h"
 
 START_TEST(utf8_accepts_what_postgresql_stores) {
-  ck_assert(pg_text_is_utf8(""));
-  ck_assert(pg_text_is_utf8("o'brien"));
-  ck_assert(pg_text_is_utf8("m\xc3\xbcller"));         /* ü */
-  ck_assert(pg_text_is_utf8("\xe2\x82\xac"));          /* € */
-  ck_assert(pg_text_is_utf8("\xf0\x9f\x93\xac mail")); /* U+1F4EC */
-  ck_assert(pg_text_is_utf8("\xf4\x8f\xbf\xbf"));      /* U+10FFFF, the last */
+  ck_assert(popkit_is_utf8(""));
+  ck_assert(popkit_is_utf8("o'brien"));
+  ck_assert(popkit_is_utf8("m\xc3\xbcller"));         /* ü */
+  ck_assert(popkit_is_utf8("\xe2\x82\xac"));          /* € */
+  ck_assert(popkit_is_utf8("\xf0\x9f\x93\xac mail")); /* U+1F4EC */
+  ck_assert(popkit_is_utf8("\xf4\x8f\xbf\xbf"));      /* U+10FFFF, the last */
 }
 END_TEST
 
 START_TEST(utf8_refuses_what_it_cannot_be) {
-  ck_assert(!pg_text_is_utf8("\xff\xfe"));
-  ck_assert(!pg_text_is_utf8("abc\x80"));          /* a lone continuation byte */
-  ck_assert(!pg_text_is_utf8("\xc3"));             /* cut short by the end */
-  ck_assert(!pg_text_is_utf8("\xc3(x"));           /* cut short by ASCII */
-  ck_assert(!pg_text_is_utf8("\xc0\xaf"));         /* overlong '/' */
-  ck_assert(!pg_text_is_utf8("\xe0\x80\xaf"));     /* overlong, three bytes */
-  ck_assert(!pg_text_is_utf8("\xf0\x80\x80\xaf")); /* overlong, four bytes */
-  ck_assert(!pg_text_is_utf8("\xed\xa0\x80"));     /* a UTF-16 surrogate */
-  ck_assert(!pg_text_is_utf8("\xf4\x90\x80\x80")); /* past U+10FFFF */
-  ck_assert(!pg_text_is_utf8("\xf5\x80\x80\x80"));
+  ck_assert(!popkit_is_utf8("\xff\xfe"));
+  ck_assert(!popkit_is_utf8("abc\x80"));          /* a lone continuation byte */
+  ck_assert(!popkit_is_utf8("\xc3"));             /* cut short by the end */
+  ck_assert(!popkit_is_utf8("\xc3(x"));           /* cut short by ASCII */
+  ck_assert(!popkit_is_utf8("\xc0\xaf"));         /* overlong '/' */
+  ck_assert(!popkit_is_utf8("\xe0\x80\xaf"));     /* overlong, three bytes */
+  ck_assert(!popkit_is_utf8("\xf0\x80\x80\xaf")); /* overlong, four bytes */
+  ck_assert(!popkit_is_utf8("\xed\xa0\x80"));     /* a UTF-16 surrogate */
+  ck_assert(!popkit_is_utf8("\xf4\x90\x80\x80")); /* past U+10FFFF */
+  ck_assert(!popkit_is_utf8("\xf5\x80\x80\x80"));
 }
 END_TEST
 
