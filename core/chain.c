@@ -77,11 +77,9 @@ static void call_module(struct core_request *req) {
     a->verify_plain(inst, &req->pub.auth);
     break;
   case POPKIT_REQ_AUTH_GET_CREDENTIAL:
-    if (a->get_credential != NULL)
-      a->get_credential(inst, &req->pub.auth);
-    else
-      host_table.complete(&req->pub.base, POPKIT_NOT_FOUND,
-                          "module cannot hand back credentials");
+    /* Never NULL here: start_call() made the request a LOOKUP for a module
+     * without it. */
+    a->get_credential(inst, &req->pub.auth);
     break;
   case POPKIT_REQ_STORE_OPEN:
     s->open(inst, &req->pub.store);
@@ -137,11 +135,61 @@ static bool same_step(const struct core_request *req, const module_instance *mi,
   return req->mi == mi && req->depth == depth;
 }
 
+/* ---- GET_CREDENTIAL at a module that has none ----------------------------
+ *
+ * A module without get_credential (a directory never hands out a password)
+ * still decides who its users are, and for USER/PASS its FAIL stops the
+ * list. Were GET_CREDENTIAL simply NOT_FOUND there, a later module's secret
+ * would open the same account through APOP or SCRAM. So the module is asked
+ * its LOOKUP instead, and the answer is turned back into a GET_CREDENTIAL
+ * answer before anyone else (a decorator's done, the caller) sees it. */
+
+static void clear_auth_outputs(struct core_request *req) {
+  if (req->credential != NULL)
+    explicit_bzero(req->credential, strlen(req->credential));
+  free(req->credential);
+  free(req->identity);
+  req->identity = req->credential = NULL;
+}
+
+static void begin_credential_lookup(struct core_request *req) {
+  if (req->pub.base.kind != POPKIT_REQ_AUTH_GET_CREDENTIAL ||
+      req->mi->descriptor->auth->get_credential != NULL)
+    return;
+  req->credential_lookup = true;
+  req->credential_lookup_depth = req->depth;
+  req->pub.base.kind = POPKIT_REQ_AUTH_LOOKUP;
+}
+
+/* The module that took the LOOKUP has completed it. When that module is a
+ * decorator, its next completing does not count: the LOOKUP is the
+ * decorator's to pass on and to finish. */
+static void end_credential_lookup(struct core_request *req) {
+  if (!req->credential_lookup || req->depth != req->credential_lookup_depth)
+    return;
+  req->credential_lookup = false;
+  req->pub.base.kind = POPKIT_REQ_AUTH_GET_CREDENTIAL;
+  if (req->result != POPKIT_OK)
+    return; /* NOT_FOUND moves the list on; TEMPFAIL and the rest stand */
+  /* The user is this module's, and it has no secret to hand back: the
+   * identity it found is no answer to GET_CREDENTIAL and stays inside. */
+  clear_auth_outputs(req);
+  req->result = POPKIT_FAIL;
+  char text[256];
+  snprintf(text, sizeof text,
+           "the user belongs to %s, which cannot hand back credentials: "
+           "only a password login works for this user",
+           req->mi->label);
+  free(req->log_text);
+  req->log_text = strdup(text);
+}
+
 static void start_call(struct core_request *req) {
   module_instance *mi = req->mi;
   unsigned depth = req->depth;
   req->completed = false;
   req->result = POPKIT_TEMPFAIL;
+  begin_credential_lookup(req);
   if (mi->blocking) {
     req->in_call = true;
     req->work.data = req;
@@ -219,6 +267,7 @@ void chain_module_completed(struct core_request *req) {
     return; /* on a pool thread: blocking_done() carries on, on the loop */
   if (req->in_call)
     return; /* inside the module's call: start_call() defers it */
+  end_credential_lookup(req);
   if (req->depth > 0) {
     return_to_decorator(req);
     return;
@@ -230,9 +279,7 @@ void chain_module_completed(struct core_request *req) {
     /* An auth list is tried in order: NOT_FOUND moves on. */
     req->auth_link++;
     req->mi = req->chain->auth[req->auth_link];
-    free(req->identity);
-    free(req->credential);
-    req->identity = req->credential = NULL;
+    clear_auth_outputs(req);
     req->pub.base.module_data = NULL;
     start_call(req);
     return;
@@ -356,10 +403,7 @@ void core_request_free(struct core_request *req) {
     }
     free((char *)req->pub.auth.client_address);
   }
-  if (req->credential != NULL)
-    explicit_bzero(req->credential, strlen(req->credential));
-  free(req->credential);
-  free(req->identity);
+  clear_auth_outputs(req);
   free(req->log_text);
   free(req->owned_string);
   listing_free(&req->listing);

@@ -2,6 +2,12 @@
  * Calls into modules: the auth chain (a list tried in order, NOT_FOUND
  * moves on) and the store, for one worker's loop.
  *
+ * A GET_CREDENTIAL that reaches an auth module without get_credential is
+ * that module's LOOKUP: a user it does not know moves the list on, a user it
+ * knows ends the request with FAIL (no identity, no credential). The chain
+ * so decides a user the same way for APOP and SCRAM as for USER/PASS, where
+ * that module's FAIL stops the list too.
+ *
  * A call is a struct core_request: the public request a module sees comes
  * first, then the core's bookkeeping. Its callback always runs on the loop
  * thread, exactly once, and never from inside the call that started it (a
@@ -68,6 +74,11 @@ struct core_request {
   bool canceled;
   bool queued; /* waits in the chain's deferred list */
   bool own;    /* a decorator's own request (host->next_request) */
+  /* A GET_CREDENTIAL that the module at credential_lookup_depth, which has
+   * no get_credential, works on as a LOOKUP; it is a GET_CREDENTIAL again
+   * once that module completes. */
+  bool credential_lookup;
+  unsigned credential_lookup_depth;
   struct core_request *deferred_next;
   /* Decorators that passed the request on (host->pass_to_next), innermost
    * last: each gets the request back, through its done, when the module

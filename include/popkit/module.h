@@ -310,7 +310,9 @@ struct popkit_auth_ops {
    * should cost the same time as a known one. */
   void (*verify_plain)(void *instance, struct popkit_auth_request *req);
   /* Hands back the stored credential so popkitd can run challenge
-   * mechanisms (APOP, SCRAM). NULL when the backend cannot. */
+   * mechanisms (APOP, SCRAM). NULL when the backend cannot: popkitd then
+   * calls lookup instead, and a user the module knows gets FAIL, so a
+   * later module's secret cannot open that user's account. */
   void (*get_credential)(void *instance, struct popkit_auth_request *req);
 };
 

@@ -35,6 +35,10 @@
 #define PASSWD_A "{\"module\": \"passwd-file\", \"path\": \"users-a\"}"
 #define PASSWD_B "{\"module\": \"passwd-file\", \"path\": \"users-b\"}"
 #define MAILDIR "{\"module\": \"maildir\", \"path\": \"mail/%u\"}"
+/* good_auth (tests/modules/good_auth.c) knows "alice" and has no
+ * get_credential; users-alice gives "alice" a secret of its own. */
+#define GOOD_AUTH "{\"module\": \"good_auth\"}"
+#define PASSWD_ALICE "{\"module\": \"passwd-file\", \"path\": \"users-alice\"}"
 #define DECORATE(next) "{\"module\": \"decorator\", \"next\": " next "}"
 #define DECORATE_LATE(late_ms, next)                                                     \
   "{\"module\": \"decorator\", \"late_ms\": " POPKIT_STRINGIFY(                          \
@@ -62,6 +66,7 @@ static struct fixture fx;
 /* What a request's callback saw. */
 struct outcome {
   int calls;
+  uint32_t kind; /* of the request, as the callback saw it */
   enum popkit_result result;
   char identity[256];
   char credential[256];
@@ -131,6 +136,7 @@ static void setup(void) {
   link_module("POPKIT_TEST_MODULES_DIR", "good_auth");
   write_file(at("users-a"), "ana:{PLAIN}secret\nlate:{PLAIN}latepw\n");
   write_file(at("users-b"), "bob:{PLAIN}bobpw\n");
+  write_file(at("users-alice"), "alice:{PLAIN}passwd-file-secret\nbob:{PLAIN}bobpw\n");
   make_dir(at("mail"));
   make_dir(at("mail/ana"));
   const char *subdirs[] = {"new", "cur", "tmp"};
@@ -195,6 +201,7 @@ static void record(struct core_request *req) {
   struct outcome *o = req->data;
   o->calls++;
   o->done_ns = uv_hrtime();
+  o->kind = req->pub.base.kind;
   o->result = req->result;
   snprintf(o->identity, sizeof o->identity, "%s", req->identity ? req->identity : "");
   snprintf(o->credential, sizeof o->credential, "%s",
@@ -607,16 +614,114 @@ START_TEST(cancel_while_the_decorator_waits) {
 }
 END_TEST
 
+/* ---- GET_CREDENTIAL at a module without get_credential ------------------ */
+
+/* What GET_CREDENTIAL answers for a user whom a module without
+ * get_credential knows: FAIL, nothing handed out, and a log line that says
+ * why. Had the list moved on, the passwd-file after it would have answered
+ * OK with its own secret for the same user. */
+static void assert_refused_for_credential(const struct outcome *o) {
+  ck_assert_int_eq(o->result, POPKIT_FAIL);
+  ck_assert_uint_eq(o->kind, POPKIT_REQ_AUTH_GET_CREDENTIAL);
+  ck_assert_str_eq(o->credential, "");
+  ck_assert_str_eq(o->identity, "");
+  assert_contains(o->log_text, "good_auth");
+  assert_contains(o->log_text, "cannot hand back credentials");
+  assert_contains(o->log_text, "only a password login works");
+}
+
+START_TEST(credential_of_a_user_known_where_none_is_handed_back_fails) {
+  open_chain("[" GOOD_AUTH ", " PASSWD_ALICE "]", MAILDIR);
+  ck_assert(fx.chain.can_get_credential);
+  struct outcome o;
+  auth(POPKIT_REQ_AUTH_GET_CREDENTIAL, "alice", NULL, &o);
+  assert_refused_for_credential(&o);
+  /* USER/PASS decides alice the same way: good_auth's FAIL stops the list
+   * before passwd-file's secret is tried. */
+  ck_assert_int_eq(verify("alice", "passwd-file-secret", &o), POPKIT_FAIL);
+  ck_assert_int_eq(verify("alice", "secret", &o), POPKIT_OK);
+}
+END_TEST
+
+START_TEST(credential_of_a_user_unknown_there_comes_from_the_next_module) {
+  open_chain("[" GOOD_AUTH ", " PASSWD_ALICE "]", MAILDIR);
+  struct outcome o;
+  ck_assert_int_eq(auth(POPKIT_REQ_AUTH_GET_CREDENTIAL, "bob", NULL, &o), POPKIT_OK);
+  ck_assert_uint_eq(o.kind, POPKIT_REQ_AUTH_GET_CREDENTIAL);
+  ck_assert_str_eq(o.credential, "{PLAIN}bobpw");
+  ck_assert_str_eq(o.identity, "bob");
+  ck_assert_int_eq(auth(POPKIT_REQ_AUTH_GET_CREDENTIAL, "nobody", NULL, &o),
+                   POPKIT_NOT_FOUND);
+  ck_assert_uint_eq(o.kind, POPKIT_REQ_AUTH_GET_CREDENTIAL);
+}
+END_TEST
+
+START_TEST(credential_rule_holds_behind_a_decorator) {
+  /* The decorator hands GET_CREDENTIAL on to good_auth; it hears FAIL, not
+   * good_auth's OK to a LOOKUP (which it would complete OK with the
+   * identity "alice+d"). */
+  open_chain("[" DECORATE(GOOD_AUTH) ", " PASSWD_ALICE "]", MAILDIR);
+  struct outcome o;
+  auth(POPKIT_REQ_AUTH_GET_CREDENTIAL, "alice", NULL, &o);
+  assert_refused_for_credential(&o);
+  ck_assert_int_eq(auth(POPKIT_REQ_AUTH_GET_CREDENTIAL, "bob", NULL, &o), POPKIT_OK);
+  ck_assert_str_eq(o.credential, "{PLAIN}bobpw");
+  ck_assert_str_eq(o.identity, "bob");
+}
+END_TEST
+
+START_TEST(credential_rule_holds_for_a_blocking_module) {
+  open_chain("[" GOOD_AUTH ", " PASSWD_ALICE "]", MAILDIR);
+  /* No test module is blocking without get_credential; good_auth keeps no
+   * state, so the core may run it on the thread pool as it would run one
+   * that declares POPKIT_MODULE_BLOCKING. */
+  fx.chain.auth[0]->blocking = true;
+  struct outcome o;
+  struct core_request *req =
+      auth_start(POPKIT_REQ_AUTH_GET_CREDENTIAL, "alice", NULL, &o);
+  /* On the thread pool: still working after chain_auth returned. */
+  ck_assert(req->in_call);
+  finish(req, &o);
+  assert_refused_for_credential(&o);
+  ck_assert_int_eq(auth(POPKIT_REQ_AUTH_GET_CREDENTIAL, "bob", NULL, &o), POPKIT_OK);
+  ck_assert_str_eq(o.credential, "{PLAIN}bobpw");
+
+  /* Canceled before or while it runs: TEMPFAIL or the answer, always as a
+   * GET_CREDENTIAL, and never passwd-file's secret. */
+  enum { N = 16 };
+  struct outcome many[N];
+  struct core_request *reqs[N];
+  for (int i = 0; i < N; i++) {
+    reqs[i] = auth_start(POPKIT_REQ_AUTH_GET_CREDENTIAL, "alice", NULL, &many[i]);
+    chain_cancel(reqs[i]);
+  }
+  uv_run(&fx.loop, UV_RUN_DEFAULT);
+  for (int i = 0; i < N; i++) {
+    ck_assert_msg(many[i].calls == 1, "request %d: %d callbacks", i, many[i].calls);
+    if (many[i].result == POPKIT_TEMPFAIL) {
+      ck_assert_uint_eq(many[i].kind, POPKIT_REQ_AUTH_GET_CREDENTIAL);
+      ck_assert_str_eq(many[i].credential, "");
+    } else {
+      assert_refused_for_credential(&many[i]);
+    }
+    core_request_free(reqs[i]);
+  }
+}
+END_TEST
+
 /* ---- What a chain claims ------------------------------------------------ */
 
 START_TEST(credentials_are_claimed_only_when_next_has_them) {
   /* good_auth has no get_credential, and the decorator in front of it
-   * cannot make one up: GET_CREDENTIAL ends NOT_FOUND, so the chain must
-   * not claim credentials (popkitd would offer SCRAM and APOP that fail for
-   * every user, and --check-config would accept "apop": true). */
-  open_chain("[" DECORATE("{\"module\": \"good_auth\"}") "]", MAILDIR);
+   * cannot make one up: GET_CREDENTIAL hands back no credential for anyone,
+   * so the chain must not claim credentials (popkitd would offer SCRAM and
+   * APOP that fail for every user, and --check-config would accept "apop":
+   * true). */
+  open_chain("[" DECORATE(GOOD_AUTH) "]", MAILDIR);
   struct outcome o;
-  ck_assert_int_eq(auth(POPKIT_REQ_AUTH_GET_CREDENTIAL, "alice", NULL, &o),
+  ck_assert_int_eq(auth(POPKIT_REQ_AUTH_GET_CREDENTIAL, "alice", NULL, &o), POPKIT_FAIL);
+  ck_assert_str_eq(o.credential, "");
+  ck_assert_int_eq(auth(POPKIT_REQ_AUTH_GET_CREDENTIAL, "bob", NULL, &o),
                    POPKIT_NOT_FOUND);
   ck_assert_msg(!fx.chain.can_get_credential,
                 "the chain claims credentials although no module can hand them back");
@@ -714,6 +819,12 @@ int main(void) {
   tc = check_tcase(suite, "cancel", setup, teardown);
   tcase_add_test(tc, cancel_while_blocking_next_works);
   tcase_add_test(tc, cancel_while_the_decorator_waits);
+
+  tc = check_tcase(suite, "credential without get_credential", setup, teardown);
+  tcase_add_test(tc, credential_of_a_user_known_where_none_is_handed_back_fails);
+  tcase_add_test(tc, credential_of_a_user_unknown_there_comes_from_the_next_module);
+  tcase_add_test(tc, credential_rule_holds_behind_a_decorator);
+  tcase_add_test(tc, credential_rule_holds_for_a_blocking_module);
 
   tc = check_tcase(suite, "claims", setup, teardown);
   tcase_add_test(tc, credentials_are_claimed_only_when_next_has_them);
