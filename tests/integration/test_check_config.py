@@ -167,6 +167,36 @@ class CommandLine(unittest.TestCase):
                     self.assertFalse(os.path.exists(marker),
                                      "%s's constructor ran" % name)
 
+    def test_shipped_examples_pass_once_adapted_to_the_machine(self):
+        """Every config/*.example.json is a valid config: with only its
+        machine-specific parts (TLS files, the user to run as, paths under
+        /etc and /var) pointed at this test's directory, --check-config
+        accepts it. Modules that talk to a server (postgres, ldap-auth)
+        check their settings without connecting."""
+        config_dir = os.path.join(os.path.dirname(__file__), "..", "..", "config")
+        examples = sorted(n for n in os.listdir(config_dir) if n.endswith(".example.json"))
+        self.assertIn("ldap-auth.example.json", examples)
+        self.server.write_config()  # the test's TLS certificate and users file
+        tls = PopkitServer(tls=True)
+        self.addCleanup(tls.cleanup)
+        for name in examples:
+            with self.subTest(example=name), open(os.path.join(config_dir, name)) as f:
+                config = json.load(f)
+                config.pop("user", None)
+                config["tls"] = dict(config.get("tls", {}), certificate=tls.certificate,
+                                     key=tls.key)
+                for entry in config["auth"] + [config["store"]]:
+                    if entry["module"] == "passwd-file":
+                        entry["path"] = self.server.users_path
+                    if entry["module"] == "maildir":
+                        entry["path"] = os.path.join(self.server.mail_root, "%u")
+                    if "ca_file" in entry:
+                        entry["ca_file"] = tls.certificate
+                path = self.write(name, json.dumps(config))
+                result = self.run_popkitd("--check-config", "--modules-dir", MODULES_DIR,
+                                          config=path)
+                self.assertEqual(result.returncode, 0, result.stderr.decode())
+
 
 if __name__ == "__main__":
     run_tests()
