@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "ldap_text.h"
 
@@ -27,6 +28,7 @@ struct ldap_conn {
   enum conn_state state;
   bool for_binds;
   LDAP *ld;
+  int fd; /* libldap's socket, valid while up */
   uv_work_t connect_work;
   uv_poll_t poll;
   int open_handles;
@@ -273,7 +275,14 @@ static void describe_error(LDAP *ld, int code, char *buf, size_t size) {
   if (ld != NULL)
     ldap_get_option(ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &detail);
   char text[400];
-  if (detail != NULL && detail[0] != '\0')
+  /* libldap says "(unknown error code)" when a TLS handshake fails; its
+   * reason only goes to its debug output. */
+  if (detail != NULL && strcmp(detail, "(unknown error code)") == 0)
+    snprintf(text, sizeof text,
+             "%s: the TLS handshake failed; is the server's certificate signed by a CA "
+             "in ca_file, and issued for the host name in uri?",
+             ldap_err2string(code));
+  else if (detail != NULL && detail[0] != '\0')
     snprintf(text, sizeof text, "%s (%s)", ldap_err2string(code), detail);
   else
     snprintf(text, sizeof text, "%s", ldap_err2string(code));
@@ -374,6 +383,24 @@ static bool conn_read(struct ldap_conn *conn) {
   return got;
 }
 
+/* Why an idle connection whose socket turned readable gave libldap no
+ * message, or NULL when it merely took in bytes that were no message (a
+ * TLS 1.3 session ticket). */
+static const char *idle_wakeup(struct ldap_conn *conn, char *why, size_t why_size) {
+  char byte;
+  ssize_t n = recv(conn->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0)
+    return "the server closed the connection";
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    return NULL;
+  if (n < 0) {
+    snprintf(why, why_size, "%s", strerror(errno));
+    return why;
+  }
+  /* Bytes libldap would not take: polling again would only spin. */
+  return "the server sent data no operation asked for";
+}
+
 static void on_conn_poll(uv_poll_t *handle, int status, int events) {
   struct ldap_conn *conn = handle->data;
   if (status < 0) {
@@ -384,11 +411,16 @@ static void on_conn_poll(uv_poll_t *handle, int status, int events) {
   bool got = conn_read(conn);
   if (conn->state != CONN_UP)
     return;
-  /* An idle connection has nothing to hear but its end: a readable socket
-   * that gave libldap nothing is a close, and must not wake the loop again
-   * and again. */
-  if ((events & UV_DISCONNECT) || (idle && !got))
-    conn_broke(conn, "the server closed the connection");
+  char buf[128];
+  const char *why = NULL;
+  if (events & UV_DISCONNECT)
+    why = "the server closed the connection";
+  else if (idle && !got)
+    /* Nothing is asked on an idle connection: slapd's only word there is
+     * its notice of disconnection, which conn_read handles. */
+    why = idle_wakeup(conn, buf, sizeof buf);
+  if (why != NULL)
+    conn_broke(conn, why);
   else
     kick(conn->dir);
 }
@@ -511,6 +543,7 @@ static const char *watch(struct ldap_conn *conn, char *why, size_t why_size) {
     snprintf(why, why_size, "making the socket non-blocking: %s", strerror(errno));
     return why;
   }
+  conn->fd = fd;
   int rc = uv_poll_init_socket(conn->dir->loop, &conn->poll, fd);
   if (rc == 0) {
     conn->poll.data = conn;
