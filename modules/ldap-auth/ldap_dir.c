@@ -53,6 +53,7 @@ struct ldap_dir {
   uv_timer_t deadline; /* the earliest operation's deadline */
   int open_handles;
   bool down;           /* nothing up, and the last connect failed */
+  bool loss_logged;    /* a lost connection was logged since the last connect */
   unsigned failures;   /* connects failed in a row */
   uint64_t connect_at; /* no connect before this uv_now() */
   char last_error[420];
@@ -236,7 +237,11 @@ static void conn_broke(struct ldap_conn *conn, const char *why) {
   struct ldap_dir *dir = conn->dir;
   char text[400];
   ldap_text_one_line(text, sizeof text, why);
-  dir_log(dir, POPKIT_LOG_WARNING, "connection to the directory lost: %s", text);
+  /* When slapd goes away every connection of the worker breaks: one line
+   * says so, the rest go to the debug log until a connection is up again. */
+  dir_log(dir, dir->loss_logged ? POPKIT_LOG_DEBUG : POPKIT_LOG_WARNING,
+          "connection to the directory lost: %s", text);
+  dir->loss_logged = true;
   struct ldap_op *ops = conn->ops;
   conn->ops = NULL;
   conn->op_count = 0;
@@ -489,6 +494,7 @@ static void connect_on_thread(uv_work_t *work) {
 }
 
 static void connected(struct ldap_dir *dir) {
+  dir->loss_logged = false;
   dir->failures = 0;
   dir->connect_at = 0;
   uv_timer_stop(&dir->retry);

@@ -94,6 +94,8 @@ static const char *take_entry(struct login *l, const struct ldap_op_result *r, c
              m->identity_attribute, r->values, r->dn);
     return why;
   }
+  free(l->dn);
+  free(l->identity);
   l->dn = strdup(r->dn);
   const char *identity =
       r->value != NULL && r->value[0] != '\0' ? r->value : l->req->user;
@@ -169,8 +171,6 @@ static void on_identity(struct ldap_op *op, const struct ldap_op_result *r) {
     finish(l, POPKIT_TEMPFAIL, r->text);
     return;
   }
-  free(l->dn);
-  l->dn = NULL;
   char why[512];
   const char *bad = take_entry(l, r, why, sizeof why);
   if (bad != NULL)
