@@ -126,7 +126,7 @@ static int check_dn_template(const char *template, char *error, size_t error_siz
   char why[200];
   if (ldap_text_check_template(template, why, sizeof why) < 0)
     return invalid(error, error_size, "%s: %s", "dn_template", why);
-  if (strstr(template, "%u") == NULL && strstr(template, "%n") == NULL)
+  if (!ldap_text_names_user(template))
     return invalid(error, error_size, "%s: %s", "dn_template",
                    "has no %u or %n: every user would bind as one DN");
   char *sample = ldap_text_expand(template, "user@example.test", LDAP_TEXT_DN);

@@ -523,7 +523,10 @@ static void connect_failed(struct ldap_dir *dir, const char *why) {
     delay = dir->reconnect_max_ms;
   dir->connect_at = uv_now(dir->loop) + delay;
   uv_timer_start(&dir->retry, on_retry, delay, 0);
-  if (anything_up(dir)) {
+  bool some_up = false;
+  for (const struct ldap_conn *c = dir->conns; c != NULL; c = c->next)
+    some_up |= c->state == CONN_UP;
+  if (some_up) {
     dir_log(dir, POPKIT_LOG_WARNING, "cannot open one more connection to %s: %s",
             dir->uri, why);
     return;

@@ -25,6 +25,17 @@ int ldap_text_check_template(const char *template, char *why, size_t why_size) {
   return 0;
 }
 
+bool ldap_text_names_user(const char *template) {
+  for (const char *p = template; *p != '\0'; p++) {
+    if (*p != '%' || p[1] == '\0')
+      continue;
+    p++;
+    if (*p == 'u' || *p == 'n')
+      return true;
+  }
+  return false;
+}
+
 /* RFC 4515 section 3: the characters a filter's assertion value must
  * escape as \XX; UTF-8 (checked by the caller) may stay as it is. */
 static bool filter_special(unsigned char c) {

@@ -9,6 +9,7 @@
 #ifndef POPKIT_LDAP_TEXT_H
 #define POPKIT_LDAP_TEXT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* How a value is written into the template it goes in. */
@@ -23,6 +24,10 @@ enum ldap_text_escape {
  * Returns 0, or -EINVAL with the problem in why (the key is the caller's
  * to name). */
 int ldap_text_check_template(const char *template, char *why, size_t why_size);
+
+/* Whether the template has a placeholder that tells users apart: %u or
+ * %n (not a literal "%%u"). */
+bool ldap_text_names_user(const char *template);
 
 /* The template with its placeholders replaced by parts of user, each
  * escaped for where it goes. A malloc'd string, or NULL when out of
