@@ -3,7 +3,9 @@
  * whose accounts live there. Auth role only; mail stays in a store module.
  *
  *   ldap_login.c  what a login and a lookup ask of the directory
- *   ldap_dir.c    the connections on the worker's loop
+ *   ldap_dir.c    a worker's queue of operations, deadlines, the backoff
+ *   ldap_conn.c   one connection: opened on the thread pool, then on the loop
+ *   ldap_op.c     one operation (a search or a bind) and its answer
  *   ldap_text.c   user names escaped into filters and DNs
  *
  * Every setting is checked here, at start and by --check-config, with
