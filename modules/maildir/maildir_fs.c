@@ -139,7 +139,7 @@ int maildir_open_subdir(int dir_fd, enum maildir_subdir subdir, DIR **dir_r) {
 
 static int find_in(int dir_fd, enum maildir_subdir subdir, const char *base,
                    size_t base_len, char **name_r) {
-  DIR *dir;
+  DIR *dir = NULL; /* set by maildir_open_subdir on success; -O3 cannot tell */
   int rc = maildir_open_subdir(dir_fd, subdir, &dir);
   if (rc < 0)
     return rc;
