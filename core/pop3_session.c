@@ -12,9 +12,18 @@
 
 #include "log.h"
 
-/* Raw bytes asked of the store per READ; the encoded form fits one output
- * block (ENCODER_BOUND(8192) == OUTBUF_BLOCK_SIZE). */
-#define RAW_CHUNK (OUTBUF_BLOCK_SIZE / 2)
+/* Raw bytes asked of the store per READ. A READ of a blocking store is a
+ * trip through the thread pool, so one asks for much at a time; the bytes
+ * are encoded a slice at a time, each slice's encoded form fitting one
+ * output block (ENCODER_BOUND(RAW_SLICE) == OUTBUF_BLOCK_SIZE). */
+#define RAW_CHUNK (64 * 1024)
+#define RAW_SLICE (OUTBUF_BLOCK_SIZE / 2)
+/* TOP usually wants the header and a few lines: a slice at a time. */
+#define RAW_CHUNK_TOP RAW_SLICE
+
+static size_t raw_size(const struct session *s) {
+  return s->send_top ? RAW_CHUNK_TOP : RAW_CHUNK;
+}
 
 static void send_more(struct session *s);
 
@@ -386,7 +395,7 @@ static void request_chunk(struct session *s) {
   req->pub.store.index = s->send_index;
   req->pub.store.offset = s->send_offset;
   req->pub.store.buffer = s->raw;
-  req->pub.store.buffer_size = RAW_CHUNK;
+  req->pub.store.buffer_size = raw_size(s);
   s->pending = req;
   chain_submit(req);
 }
@@ -453,7 +462,7 @@ static void on_read_done(struct core_request *req) {
       session_reply(s, "%llu octets",
                     (unsigned long long)s->listing.entries[s->send_index].size);
   }
-  if (req->result != POPKIT_OK || req->pub.store.length > RAW_CHUNK) {
+  if (req->result != POPKIT_OK || req->pub.store.length > raw_size(s)) {
     /* The +OK line is out and part of the message may be too: no -ERR can
      * follow. Closing without the terminator tells the client the message
      * is incomplete; nothing is deleted. */
@@ -467,16 +476,18 @@ static void on_read_done(struct core_request *req) {
   }
   size_t n = req->pub.store.length;
   core_request_free(req);
-  if (n > 0) {
-    char *out = outbuf_reserve(&s->out, ENCODER_BOUND(n));
+  for (size_t done = 0; done < n;) {
+    size_t slice = n - done < RAW_SLICE ? n - done : RAW_SLICE;
+    char *out = outbuf_reserve(&s->out, ENCODER_BOUND(slice));
     if (out == NULL) {
       session_logout(s, "out of memory");
       end_sending(s);
       return;
     }
-    outbuf_commit(&s->out, encoder_feed(&s->encoder, s->raw, n, out));
-    s->send_offset += n;
+    outbuf_commit(&s->out, encoder_feed(&s->encoder, s->raw + done, slice, out));
+    done += slice;
   }
+  s->send_offset += n;
   if (n == 0 || s->encoder.done) {
     char tail[ENCODER_FINISH_BOUND];
     outbuf_append(&s->out, tail, encoder_finish(&s->encoder, tail));
@@ -497,14 +508,14 @@ void session_begin_sending(struct session *s, enum session_sender what, uint64_t
   s->send_offset = 0;
   s->state = SESSION_SENDING;
   if (what == SEND_MESSAGE) {
-    s->raw = malloc(RAW_CHUNK);
+    s->send_top = top;
+    s->raw = malloc(raw_size(s));
     if (s->raw == NULL) {
       session_logout(s, "out of memory");
       return;
     }
     encoder_init(&s->encoder, top, top_lines);
     s->reply_held = true;
-    s->send_top = top;
   }
   send_more(s);
 }
