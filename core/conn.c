@@ -18,6 +18,9 @@ struct write_req {
   char data[];
 };
 
+/* Output blocks handed to one writev. */
+#define WRITE_BATCH 16
+
 static void on_handle_closed(uv_handle_t *h);
 static void flush_output(void *ctx);
 static void update_reading(struct conn *c);
@@ -171,40 +174,54 @@ static void on_write(uv_write_t *req, int status) {
     session_output_drained(&c->session);
 }
 
-/* Writes bytes the socket will take now, and queues the rest. copy: the
- * bytes are the caller's and go away after the call (TLS records). */
-static int write_bytes(struct conn *c, const char *data, size_t len, bool copy) {
+/* Writes what the socket takes now of bufs (total bytes in all), and
+ * queues the rest. copy: the bytes are the caller's and go away after the
+ * call (a TLS record); otherwise they are the session's output blocks,
+ * released as they are written. */
+static int write_bufs(struct conn *c, uv_buf_t *bufs, unsigned nbufs, size_t total,
+                      bool copy) {
   if (c->write_queued == 0) {
-    uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
     if (n < 0 && n != UV_EAGAIN)
       return n;
-    if (n > 0) {
-      if (!copy)
-        outbuf_release(&c->session.out, (size_t)n);
-      data += n;
-      len -= (size_t)n;
+    size_t written = n > 0 ? (size_t)n : 0;
+    if (!copy)
+      outbuf_release(&c->session.out, written);
+    total -= written;
+    while (written > 0) {
+      size_t step = written < bufs->len ? written : bufs->len;
+      bufs->base += step;
+      bufs->len -= step;
+      written -= step;
+      if (bufs->len == 0) {
+        bufs++;
+        nbufs--;
+      }
     }
   }
-  if (len == 0)
+  if (total == 0)
     return 0;
-  struct write_req *wr = malloc(sizeof *wr + (copy ? len : 0));
+  struct write_req *wr = malloc(sizeof *wr + (copy ? total : 0));
   if (wr == NULL)
     return UV_ENOMEM;
   wr->conn = c;
-  wr->len = len;
+  wr->len = total;
   wr->owns_data = copy;
+  uv_buf_t own;
   if (copy) {
-    memcpy(wr->data, data, len);
-    data = wr->data;
+    /* A record is one buffer. */
+    memcpy(wr->data, bufs->base, total);
+    own = uv_buf_init(wr->data, (unsigned)total);
+    bufs = &own;
+    nbufs = 1;
   }
-  uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
-  int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
+  /* uv_write copies the array of buffers, not the bytes. */
+  int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write);
   if (rc < 0) {
     free(wr);
     return rc;
   }
-  c->write_queued += len;
+  c->write_queued += total;
   return 0;
 }
 
@@ -213,7 +230,8 @@ static int push_record(void *ctx, const void *data, size_t len) {
   struct conn *c = ctx;
   if (c->state == CONN_CLOSED)
     return -EPIPE;
-  int rc = write_bytes(c, data, len, true);
+  uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
+  int rc = write_bufs(c, &buf, 1, len, true);
   return rc < 0 ? -EPIPE : 0;
 }
 
@@ -237,8 +255,18 @@ static void flush_output(void *ctx) {
       outbuf_release(&c->session.out, len);
     }
   } else {
-    while ((len = outbuf_take(&c->session.out, &data)) > 0) {
-      if (write_bytes(c, data, len, false) < 0) {
+    /* Several blocks per system call: a 1 MiB RETR is 64 blocks. */
+    for (;;) {
+      uv_buf_t bufs[WRITE_BATCH];
+      unsigned n = 0;
+      size_t total = 0;
+      while (n < WRITE_BATCH && (len = outbuf_take(&c->session.out, &data)) > 0) {
+        bufs[n++] = uv_buf_init((char *)data, (unsigned)len);
+        total += len;
+      }
+      if (n == 0)
+        break;
+      if (write_bufs(c, bufs, n, total, false) < 0) {
         close_handles(c);
         return;
       }
