@@ -1,7 +1,8 @@
 /*
  * The command line parser: a resumable state machine over a bounded input
  * buffer, as nginx's mail parser is. It never allocates per byte and never
- * holds more than max_line bytes of one line.
+ * holds more than max_line bytes of one line. An idle session's buffer is
+ * small (512 bytes); it grows for a long line and shrinks back after.
  *
  * Bytes arrive into the free space at the buffer's end (line_buffer_space /
  * line_buffer_received); line_parser_next() then returns one of:
@@ -20,7 +21,8 @@ enum line_result { LINE_NEED_MORE = 0, LINE_READY, LINE_TOO_LONG };
 
 struct line_parser {
   char *data;      /* capacity bytes */
-  size_t capacity; /* == max_line: a line with its LF must fit */
+  size_t capacity; /* grows up to max_line for a long line, then shrinks */
+  size_t max_line; /* a line with its LF must fit in this many bytes */
   size_t start;    /* first unconsumed byte */
   size_t end;      /* one past the last received byte */
   size_t scanned;  /* bytes from start already known to hold no LF */

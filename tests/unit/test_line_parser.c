@@ -151,6 +151,36 @@ START_TEST(full_buffer_of_pipelined_lines) {
 }
 END_TEST
 
+START_TEST(buffer_grows_for_a_long_line_and_shrinks_after) {
+  struct line_parser p;
+  char *line;
+  size_t len;
+  ck_assert_int_eq(line_parser_init(&p, 8192), 0);
+  /* An idle session holds a small buffer, not max_line bytes. */
+  ck_assert_uint_le(p.capacity, 512);
+  size_t idle_capacity = p.capacity;
+  char *big = malloc(8192 + 16);
+  memset(big, 'a', 5000);
+  memcpy(big + 5000, "\r\n", 2);
+  feed(&p, big, 5002);
+  ck_assert_int_eq(next(&p, &line, &len), LINE_READY);
+  ck_assert_uint_eq(len, 5000);
+  ck_assert_uint_ge(p.capacity, 5002);
+  ck_assert_int_eq(next(&p, &line, &len), LINE_NEED_MORE);
+  ck_assert_uint_eq(p.capacity, idle_capacity);
+  /* Longer than max_line: reported, discarded, and the memory given back. */
+  memset(big, 'b', 8192);
+  feed(&p, big, 8192);
+  ck_assert_int_eq(next(&p, &line, &len), LINE_TOO_LONG);
+  ck_assert_uint_eq(p.capacity, idle_capacity);
+  feed_str(&p, "bbbb tail\r\nNOOP\r\n");
+  ck_assert_int_eq(next(&p, &line, &len), LINE_READY);
+  ck_assert_str_eq(line, "NOOP");
+  free(big);
+  line_parser_free(&p);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("line_parser");
   TCase *tc = tcase_create("core");
@@ -160,6 +190,7 @@ int main(void) {
   tcase_add_test(tc, too_long_reported_once_and_discarded);
   tcase_add_test(tc, longest_allowed_line_fits);
   tcase_add_test(tc, full_buffer_of_pipelined_lines);
+  tcase_add_test(tc, buffer_grows_for_a_long_line_and_shrinks_after);
   suite_add_tcase(s, tc);
   int failed = check_run(s);
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
