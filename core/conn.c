@@ -209,8 +209,12 @@ static int write_bufs(struct conn *c, uv_buf_t *bufs, unsigned nbufs, size_t tot
   wr->owns_data = copy;
   uv_buf_t own;
   if (copy) {
-    /* A record is one buffer. */
-    memcpy(wr->data, bufs->base, total);
+    /* What the socket did not take, gathered into one buffer of ours. */
+    size_t at = 0;
+    for (unsigned i = 0; i < nbufs; i++) {
+      memcpy(wr->data + at, bufs[i].base, bufs[i].len);
+      at += bufs[i].len;
+    }
     own = uv_buf_init(wr->data, (unsigned)total);
     bufs = &own;
     nbufs = 1;
@@ -235,7 +239,28 @@ static int push_record(void *ctx, const void *data, size_t len) {
   return rc < 0 ? -EPIPE : 0;
 }
 
-static const struct tls_transport conn_transport = {.push = push_record};
+/* A handshake flight or corked records: one writev for all of them. */
+static int push_records(void *ctx, const struct iovec *iov, int count) {
+  struct conn *c = ctx;
+  if (c->state == CONN_CLOSED)
+    return -EPIPE;
+  uv_buf_t small[WRITE_BATCH];
+  uv_buf_t *bufs = count <= WRITE_BATCH ? small : malloc((size_t)count * sizeof *bufs);
+  if (bufs == NULL)
+    return -EPIPE;
+  size_t total = 0;
+  for (int i = 0; i < count; i++) {
+    bufs[i] = uv_buf_init(iov[i].iov_base, (unsigned)iov[i].iov_len);
+    total += iov[i].iov_len;
+  }
+  int rc = write_bufs(c, bufs, (unsigned)count, total, true);
+  if (bufs != small)
+    free(bufs);
+  return rc < 0 ? -EPIPE : 0;
+}
+
+static const struct tls_transport conn_transport = {.push = push_record,
+                                                    .push_vec = push_records};
 
 static void flush_output(void *ctx) {
   struct conn *c = ctx;
@@ -244,15 +269,19 @@ static void flush_output(void *ctx) {
   const char *data;
   size_t len;
   if (c->tls_state == CONN_TLS_ON) {
-    while (c->write_queued < high_water(c) &&
+    /* The records of one flush leave in one writev. */
+    tls_session_cork(c->tls);
+    bool failed = false;
+    while (!failed && c->write_queued < high_water(c) &&
            (len = outbuf_take(&c->session.out, &data)) > 0) {
-      if (tls_session_send(c->tls, data, len) < 0) {
-        session_log(&c->session, POPKIT_LOG_DEBUG, "TLS write failed: %s",
-                    tls_session_error(c->tls));
-        close_handles(c);
-        return;
-      }
+      failed = tls_session_send(c->tls, data, len) < 0;
       outbuf_release(&c->session.out, len);
+    }
+    if (tls_session_uncork(c->tls) < 0 || failed) {
+      session_log(&c->session, POPKIT_LOG_DEBUG, "TLS write failed: %s",
+                  tls_session_error(c->tls));
+      close_handles(c);
+      return;
     }
   } else {
     /* Several blocks per system call: a 1 MiB RETR is 64 blocks. */

@@ -198,6 +198,20 @@ static ssize_t push(gnutls_transport_ptr_t ptr, const void *data, size_t len) {
   return (ssize_t)len;
 }
 
+static ssize_t vec_push(gnutls_transport_ptr_t ptr, const giovec_t *iov, int count) {
+  struct tls_session *t = ptr;
+  size_t total = 0;
+  for (int i = 0; i < count; i++)
+    total += iov[i].iov_len;
+  /* giovec_t has struct iovec's layout (gnutls.h says so). */
+  int rc = t->transport->push_vec(t->transport_ctx, (const struct iovec *)iov, count);
+  if (rc < 0) {
+    gnutls_transport_set_errno(t->session, -rc);
+    return -1;
+  }
+  return (ssize_t)total;
+}
+
 /* ---- Sessions ----------------------------------------------------------- */
 
 int tls_session_new(struct tls_context *ctx, const struct tls_transport *transport,
@@ -228,6 +242,8 @@ int tls_session_new(struct tls_context *ctx, const struct tls_transport *transpo
   gnutls_transport_set_ptr(t->session, t);
   gnutls_transport_set_pull_function(t->session, pull);
   gnutls_transport_set_push_function(t->session, push);
+  if (transport->push_vec != NULL)
+    gnutls_transport_set_vec_push_function(t->session, vec_push);
   *session_r = t;
   return 0;
 }
@@ -326,6 +342,24 @@ ssize_t tls_session_send(struct tls_session *t, const char *data, size_t len) {
     done += (size_t)n;
   }
   return (ssize_t)len;
+}
+
+void tls_session_cork(struct tls_session *t) {
+  gnutls_record_cork(t->session);
+}
+
+int tls_session_uncork(struct tls_session *t) {
+  for (;;) {
+    int rc = gnutls_record_uncork(t->session, GNUTLS_RECORD_WAIT);
+    if (rc >= 0)
+      return 0;
+    /* The push functions take everything, so there is no EAGAIN to wait
+     * out; anything but an interruption is a failure. */
+    if (rc != GNUTLS_E_INTERRUPTED) {
+      t->last_error = rc;
+      return -EPROTO;
+    }
+  }
 }
 
 void tls_session_bye(struct tls_session *t) {

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "config.h"
 
@@ -58,6 +59,10 @@ struct tls_transport {
   /* Sends ciphertext. Returns 0 once all of it is sent or queued, or a
    * negative errno when the connection is broken. */
   int (*push)(void *ctx, const void *data, size_t len);
+  /* Optional: sends several records at once (a handshake flight, or what
+   * a cork gathered), so they go out in one system call and one segment
+   * instead of one each. Same contract as push. */
+  int (*push_vec)(void *ctx, const struct iovec *iov, int count);
 };
 
 struct tls_session;
@@ -87,6 +92,11 @@ ssize_t tls_session_recv(struct tls_session *t, char *buf, size_t size);
 /* Encrypts data (as many records as it takes) and pushes the records.
  * Returns len or -EPROTO. */
 ssize_t tls_session_send(struct tls_session *t, const char *data, size_t len);
+
+/* Between cork and uncork, tls_session_send gathers records and uncork
+ * pushes them together. Returns 0 or -EPROTO (see tls_session_error). */
+void tls_session_cork(struct tls_session *t);
+int tls_session_uncork(struct tls_session *t);
 
 /* Sends close_notify. */
 void tls_session_bye(struct tls_session *t);
