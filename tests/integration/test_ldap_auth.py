@@ -613,7 +613,9 @@ class Outage(LdapTestCase):
         elapsed = time.monotonic() - started
         # timeout_s per operation; an operation may be sent once more on
         # a new connection, which also times out.
-        self.assertLess(elapsed, 4 * timeout_s + 1.5,
+        # Bounded, with room for a loaded machine: a login that waited on
+        # the hung slapd for good would never end.
+        self.assertLess(elapsed, 4 * timeout_s + 10,
                         "a hung slapd held a login for %.1f s" % elapsed)
         self.assertEqual(self.box_of(session), "alice")
         self.assert_refused(server, "nobody", "x", AUTH_TEMP)

@@ -550,7 +550,8 @@ END_TEST
 /* The search is out on a stopped slapd: cancel ends it at once, not at
  * its deadline, and its late answer confuses nothing. */
 START_TEST(cancel_of_a_search_in_flight) {
-  open_search(", \"timeout_s\": 5");
+  /* The deadline is far: a cancel that waited for it would take 30 s. */
+  open_search(", \"timeout_s\": 30");
   ck_assert_result(verify("alice", "alice pw"), POPKIT_OK);
   slapd_signal(SIGSTOP);
   struct harness_call call;
@@ -559,7 +560,7 @@ START_TEST(cancel_of_a_search_in_flight) {
   double started = now_s();
   harness_cancel(&h, &call);
   run_until_done(&call);
-  ck_assert_msg(now_s() - started < 1, "cancel took %.2f s", now_s() - started);
+  ck_assert_msg(now_s() - started < 10, "cancel took %.2f s", now_s() - started);
   ck_assert_result(res->result, POPKIT_TEMPFAIL);
   ck_assert_str_eq(res->log_text, "canceled");
   slapd_signal(SIGCONT);
@@ -610,7 +611,9 @@ START_TEST(a_stopped_slapd_is_tempfail_within_timeout) {
   double started = now_s();
   ck_assert_result(verify("alice", "alice pw"), POPKIT_TEMPFAIL);
   double took = now_s() - started;
-  ck_assert_msg(took > 0.8 && took < 2.5, "TEMPFAIL after %.2f s, timeout_s is 1", took);
+  /* Not before the deadline; the upper bound only says it ends, with room
+   * for a loaded machine. */
+  ck_assert_msg(took > 0.8 && took < 10, "TEMPFAIL after %.2f s, timeout_s is 1", took);
   slapd_signal(SIGCONT);
   ck_assert_result(verify("alice", "alice pw"), POPKIT_OK);
   ck_assert_str_eq(res->identity, "alice");
@@ -639,7 +642,7 @@ START_TEST(a_bind_past_its_deadline_is_tempfail) {
     if (res->result == POPKIT_OK)
       continue;
     ck_assert_result(res->result, POPKIT_TEMPFAIL);
-    ck_assert_msg(took > 0.5 && took < 2.5, "TEMPFAIL after %.2f s, timeout_s is 1",
+    ck_assert_msg(took > 0.5 && took < 10, "TEMPFAIL after %.2f s, timeout_s is 1",
                   took);
     break;
   }
@@ -657,9 +660,9 @@ START_TEST(a_connect_to_a_stopped_slapd_recovers) {
   double started = now_s();
   ck_assert_result(verify("alice", "alice pw"), POPKIT_TEMPFAIL);
   double took = now_s() - started;
-  ck_assert_msg(took > 0.8 && took < 2.5, "TEMPFAIL after %.2f s, timeout_s is 1", took);
+  ck_assert_msg(took > 0.8 && took < 10, "TEMPFAIL after %.2f s, timeout_s is 1", took);
   slapd_signal(SIGCONT);
-  double deadline = now_s() + 5;
+  double deadline = now_s() + 10;
   while (verify("alice", "alice pw") != POPKIT_OK) {
     ck_assert_msg(res->result == POPKIT_TEMPFAIL, "%d: %s", (int)res->result,
                   res->log_text);
@@ -675,20 +678,22 @@ START_TEST(an_unreachable_directory_fails_at_once) {
   char error[512];
   ck_assert_int_eq(try_open(&h, error, sizeof error,
                             "\"uri\": \"ldap://127.0.0.1:%d\", \"base\": %s, "
-                            "\"bind_dn\": %s, \"bind_password\": %s",
+                            "\"bind_dn\": %s, \"bind_password\": %s, "
+                            "\"timeout_s\": 30",
                             port, base, bind_dn, bind_password),
                    0);
   double started = now_s();
   ck_assert_result(verify("alice", "alice pw"), POPKIT_TEMPFAIL);
   double took = now_s() - started;
-  ck_assert_msg(took < 1, "the first TEMPFAIL took %.2f s", took);
+  /* At once: not at the 30 s deadline. */
+  ck_assert_msg(took < 10, "the first TEMPFAIL took %.2f s", took);
   ck_assert_msg(strstr(h.logs, "unreachable") != NULL, "log: %s", h.logs);
   /* Down: the next ones fail without waiting for a connect. */
   started = now_s();
   ck_assert_result(verify("alice", "alice pw"), POPKIT_TEMPFAIL);
   ck_assert_result(lookup("alice"), POPKIT_TEMPFAIL);
   took = now_s() - started;
-  ck_assert_msg(took < 0.3, "the next TEMPFAILs took %.2f s", took);
+  ck_assert_msg(took < 10, "the next TEMPFAILs took %.2f s", took);
   /* Nothing that needs no directory asks it. */
   ck_assert_result(verify("\xff\xfe", "pw"), POPKIT_NOT_FOUND);
   close(fd);
@@ -756,7 +761,8 @@ END_TEST
  * bind waits on a stopped slapd) when the instance goes: the loop still
  * runs to its end and closes. */
 START_TEST(destroy_while_a_connect_runs_on_the_thread_pool) {
-  open_search(", \"timeout_s\": 1");
+  /* 3 s: the connect is surely still running when destroy comes. */
+  open_search(", \"timeout_s\": 3");
   slapd_signal(SIGSTOP);
   struct harness_call call;
   harness_auth_start(&h, &call, POPKIT_REQ_AUTH_VERIFY_PLAIN, "alice", "alice pw", res);
