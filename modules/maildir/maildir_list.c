@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "maildir_fs.h"
+#include "maildir_index.h"
 #include "maildir_name.h"
 #include "maildir_quote.h"
 #include "maildir_sizes.h"
@@ -20,6 +21,8 @@ struct listing {
   struct maildir_message *messages;
   size_t count;
   size_t capacity;
+  /* A file vanished or could not be read while listing. */
+  int unsettled;
 };
 
 static int compare_base(const struct maildir_message *a,
@@ -32,13 +35,19 @@ static int compare_base(const struct maildir_message *a,
 }
 
 /* Listing order: the delivery time the name starts with, then the base name
- * (not the whole name, so a flag change does not move a message), then the
- * directory. */
-static int compare_listing(const void *pa, const void *pb) {
-  const struct maildir_message *a = pa, *b = pb;
+ * (not the whole name, so a flag change does not move a message). */
+int maildir_listing_compare(const struct maildir_message *a,
+                            const struct maildir_message *b) {
   if (a->timestamp != b->timestamp)
     return a->timestamp < b->timestamp ? -1 : 1;
-  int c = compare_base(a, b);
+  return compare_base(a, b);
+}
+
+/* Then the directory, for qsort: a listing holds one file per base name,
+ * so this only keeps the order total. */
+static int compare_listing(const void *pa, const void *pb) {
+  const struct maildir_message *a = pa, *b = pb;
+  int c = maildir_listing_compare(a, b);
   if (c != 0)
     return c;
   return (int)a->subdir - (int)b->subdir;
@@ -102,6 +111,7 @@ static int scan_subdir(struct maildir_mailbox *mailbox, const struct popkit_requ
     struct stat st;
     char shown[160];
     if (fstatat(dirfd(dir), name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      listing->unsettled = 1;
       maildir_log(mailbox->instance, req, POPKIT_LOG_WARNING,
                   "%s/%s vanished while listing (%s); skipped", subdir_name,
                   maildir_quote(name, strlen(name), shown, sizeof shown),
@@ -283,6 +293,7 @@ static int fill_sizes(struct maildir_mailbox *mailbox, const struct popkit_reque
     if (computed < 0)
       rc = computed;
     if (computed != 0) {
+      listing->unsettled = 1;
       drop_message(m);
       continue;
     }
@@ -306,6 +317,19 @@ static int fill_sizes(struct maildir_mailbox *mailbox, const struct popkit_reque
 
 int maildir_list(struct maildir_mailbox *mailbox, const struct popkit_request *req,
                  char *error, size_t error_size) {
+  /* The directories are stamped before they are read, so that a change
+   * made while the scan runs leaves the index stale, never wrong. */
+  struct maildir_index_stamp stamp;
+  int stamped = maildir_index_stamp_take(mailbox->dir_fd, &stamp) == 0;
+  if (stamped) {
+    int loaded = maildir_index_load(mailbox, req, &stamp);
+    if (loaded == 0)
+      return 0;
+    if (loaded < 0) {
+      snprintf(error, error_size, "out of memory");
+      return loaded;
+    }
+  }
   struct listing listing = {0};
   int rc = 0;
   for (int subdir = MAILDIR_NEW; subdir <= MAILDIR_CUR && rc == 0; subdir++) {
@@ -329,6 +353,14 @@ int maildir_list(struct maildir_mailbox *mailbox, const struct popkit_request *r
     qsort(listing.messages, listing.count, sizeof *listing.messages, compare_listing);
   mailbox->messages = listing.messages;
   mailbox->count = listing.count;
+  if (rc == 0 && stamped) {
+    /* A listing that skipped a file it could not read may change while
+     * new/ and cur/ do not (the file is made readable again): like the
+     * listing of a directory that changed too recently, it gets no index. */
+    if (listing.unsettled)
+      stamp.trusted[MAILDIR_NEW] = stamp.trusted[MAILDIR_CUR] = 0;
+    maildir_index_save(mailbox, req, &stamp);
+  }
   return rc;
 }
 
