@@ -32,8 +32,8 @@ import sys
 import tempfile
 import time
 
-from server_process import (free_port, pid_working_in, run_watchdog, start_watchdog,
-                            stop_watchdog, wait_gone)
+from server_process import (ServerInDirectory, free_port, pid_working_in, run_watchdog,
+                            start_watchdog, wait_gone)
 
 REDIS_SERVER = "redis-server"
 START_TIMEOUT_S = 20
@@ -89,15 +89,14 @@ def redis_pid(directory: str):
     return pid_working_in(os.path.join(directory, "redis.pid"), directory)
 
 
-class RedisServer:
+class RedisServer(ServerInDirectory):
     """One redis-server in a temporary directory (self.dir): redis.log,
     redis.pid. self.address is what redis-cache's "address" takes."""
 
     def __init__(self):
         self.host = "127.0.0.1"
-        self.dir = self.port = self.process = None
-        self.paused = False
-        self._watchdog = None
+        super().__init__()
+        self.port = None
 
     @property
     def address(self) -> str:
@@ -181,41 +180,6 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
-
-    def pause(self):
-        """SIGSTOP: connections are still accepted by the kernel, and
-        nothing is answered."""
-        os.kill(self.process.pid, signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self):
-        os.kill(self.process.pid, signal.SIGCONT)
-        self.paused = False
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def cleanup(self):
-        """Stop the server if it runs and remove the directory."""
-        if self.dir is None:
-            return
-        try:
-            if self.process is not None and self.process.poll() is None:
-                self.process.kill()  # SIGKILL works on a stopped process too
-                self.process.wait()
-            self.process = None
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-            stop_watchdog(self._watchdog)
-            self._watchdog = None
-
-    def log_text(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except (OSError, TypeError):
-            return ""
 
     # -- commands --
 

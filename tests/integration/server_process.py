@@ -1,10 +1,11 @@
-"""What the test servers (pg_cluster.py, redis_server.py) share: picking a
+"""What the test servers (pg_cluster.py, redis_server.py, slapd_server.py) share: picking a
 port, watching processes by pid, and a watchdog that stops a server and
 removes its directory when the test process ends in any way, SIGKILL
 included (a ctest timeout), so no test leaves a server behind.
 """
 
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -93,3 +94,49 @@ def run_watchdog(directory: str, stop_server):
     if os.path.isdir(directory):
         stop_server(directory)
     shutil.rmtree(directory, ignore_errors=True)
+
+
+class ServerInDirectory:
+    """What the test servers that run one child process (Redis, slapd)
+    share: the process, its temporary directory and its watchdog, made by
+    the subclass's start(), and their end. A subclass has self.log_path."""
+
+    def __init__(self):
+        self.dir = self.process = None
+        self.paused = False
+        self._watchdog = None
+
+    def pause(self):
+        """SIGSTOP: connections are still accepted by the kernel, and
+        nothing is answered."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        os.kill(self.process.pid, signal.SIGCONT)
+        self.paused = False
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def cleanup(self):
+        """Stop the server if it runs and remove the directory."""
+        if self.dir is None:
+            return
+        try:
+            if self.process is not None and self.process.poll() is None:
+                self.process.kill()  # SIGKILL works on a stopped process too
+                self.process.wait()
+            self.process = None
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+            stop_watchdog(self._watchdog)
+            self._watchdog = None
+
+    def log_text(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except (OSError, TypeError):
+            return ""

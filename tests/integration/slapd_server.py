@@ -47,8 +47,8 @@ import sys
 import tempfile
 import time
 
-from server_process import (free_port, pid_working_in, run_watchdog, start_watchdog,
-                            stop_watchdog, wait_gone)
+from server_process import (ServerInDirectory, free_port, pid_working_in, run_watchdog,
+                            start_watchdog, wait_gone)
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
@@ -178,7 +178,7 @@ def make_test_pki(directory: str):
                  "-extfile", "server.ext", "-out", "server.pem"], directory)
 
 
-class SlapdServer:
+class SlapdServer(ServerInDirectory):
     """One slapd in a temporary directory (self.dir): slapd.conf, db/,
     tls/, slapd.log, slapd.pid. self.uri and self.ldaps_uri are what
     ldap-auth's "uri" takes; self.ca_file its "ca_file"."""
@@ -193,11 +193,10 @@ class SlapdServer:
         # way may split or mangle them.
         self.root_password = "root pw \u00e9"
         self.service_password = "service pw \u00e9"
-        self.dir = self.port = self.tls_port = self.process = None
+        super().__init__()
+        self.port = self.tls_port = None
         self.ca_file = self.other_ca_file = None
-        self.paused = False
         self._parents = set()
-        self._watchdog = None
         self._log = None
 
     @property
@@ -397,43 +396,13 @@ class SlapdServer:
         answered. Returns once every thread of slapd has stopped: the
         signal is delivered asynchronously, and a thread still running
         would answer a request sent right after kill() returns."""
-        os.kill(self.process.pid, signal.SIGSTOP)
-        self.paused = True
+        super().pause()
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while not all_threads_stopped(self.process.pid):
             if time.monotonic() > deadline:
                 raise RuntimeError("slapd has not stopped %d s after SIGSTOP" %
                                    STOP_TIMEOUT_S)
             time.sleep(0.001)
-
-    def resume(self):
-        os.kill(self.process.pid, signal.SIGCONT)
-        self.paused = False
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def cleanup(self):
-        """Stop the server if it runs and remove the directory."""
-        if self.dir is None:
-            return
-        try:
-            if self.process is not None and self.process.poll() is None:
-                self.process.kill()  # SIGKILL works on a stopped process too
-                self.process.wait()
-            self.process = None
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-            stop_watchdog(self._watchdog)
-            self._watchdog = None
-
-    def log_text(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except (OSError, TypeError):
-            return ""
 
     # -- entries --
 
