@@ -7,8 +7,8 @@
 
 #include "pg_module.h"
 #include "pg_text.h"
-#include "popkit/utf8.h"
 #include "popkit/crlf.h"
+#include "popkit/utf8.h"
 
 static const char begin_sql[] = "BEGIN";
 /* A statement of its own, before the message's: when two deliveries make

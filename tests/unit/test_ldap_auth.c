@@ -642,8 +642,7 @@ START_TEST(a_bind_past_its_deadline_is_tempfail) {
     if (res->result == POPKIT_OK)
       continue;
     ck_assert_result(res->result, POPKIT_TEMPFAIL);
-    ck_assert_msg(took > 0.5 && took < 10, "TEMPFAIL after %.2f s, timeout_s is 1",
-                  took);
+    ck_assert_msg(took > 0.5 && took < 10, "TEMPFAIL after %.2f s, timeout_s is 1", took);
     break;
   }
   ck_assert_result(verify("bob", "bob pw"), POPKIT_OK);
