@@ -28,15 +28,14 @@ import atexit
 import os
 import pwd
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from server_process import (free_port, pid_working_in, run_watchdog, start_watchdog,
-                            stop_watchdog, wait_gone)
+from server_process import (ServerInDirectory, free_port, pid_working_in, run_watchdog,
+                            start_watchdog, timed_step, wait_gone)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEMA_SQL = os.path.join(HERE, "..", "..", "modules", "postgres", "schema.sql")
@@ -122,18 +121,18 @@ def wait_reaped(pids, timeout: float) -> bool:
     return True
 
 
-class PostgresCluster:
+class PostgresCluster(ServerInDirectory):
     """One PostgreSQL server in a temporary directory (self.dir): data/
     (the cluster), postgres.log, and the unix socket."""
 
     def __init__(self):
+        super().__init__()
         self.bindir = find_server_binaries()
         self.host = "127.0.0.1"
-        self.dir = self.data_dir = self.log_path = self.port = None
+        self.data_dir = self.log_path = self.port = None
         self._server_user = None
         self._role_created = False
         self._database_seq = 0
-        self._watchdog = None
         # The caller's PG* variables (PGHOST, PGSERVICE...) must not steer
         # our psql elsewhere; the C locale suits any encoding.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -258,28 +257,13 @@ class PostgresCluster:
     def running(self) -> bool:
         return self.postmaster_pid() is not None
 
-    def cleanup(self):
-        """Stop the server if it runs and remove the directory."""
-        if self.dir is None:
-            return
-        try:
-            if self.running():
-                try:
-                    self.stop("immediate")
-                except (RuntimeError, subprocess.TimeoutExpired):
-                    self.kill()
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-            stop_watchdog(self._watchdog)
-            self._watchdog = None
-
-    def log_text(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except (OSError, TypeError):
-            return ""
+    def end_server(self):
+        """cleanup()'s stop: PostgreSQL's immediate shutdown, else SIGKILL."""
+        if self.running():
+            try:
+                self.stop("immediate")
+            except (RuntimeError, subprocess.TimeoutExpired):
+                self.kill()
 
     # -- databases and SQL --
 
@@ -349,32 +333,26 @@ def _stop_cluster(directory: str):
 
 def _self_check():
     """Every method once, with what it cost."""
-    def step(label, func, *args, **kwargs):
-        started = time.monotonic()
-        value = func(*args, **kwargs)
-        print("%-26s %6.2f s" % (label, time.monotonic() - started))
-        return value
-
     cluster = PostgresCluster()
     print("server binaries: %s, run as %s" % (
         cluster.bindir, SERVER_USER_WHEN_ROOT if os.geteuid() == 0 else "this user"))
-    step("start (initdb, pg_ctl)", cluster.start)
+    timed_step("start (initdb, pg_ctl)", cluster.start)
     directory = cluster.dir
     try:
-        conninfo = step("create_database", cluster.create_database)
+        conninfo = timed_step("create_database", cluster.create_database)
         print("conninfo:", conninfo)
         dbname = "popkit_test_1"
-        rows = step("psql, o'brien", cluster.psql, dbname,
+        rows = timed_step("psql, o'brien", cluster.psql, dbname,
                     "INSERT INTO popkit.users (name, password) VALUES (:'name', :'pw') "
                     "RETURNING name, mailbox, password, '';",
                     name="o'brien", pw="{PLAIN}a b\nc")
         assert rows == [("o'brien", None, "{PLAIN}a b\nc", "")], rows
-        step("stop", cluster.stop)
+        timed_step("stop", cluster.stop)
         assert not cluster.running()
-        step("start_again", cluster.start_again)
-        step("kill", cluster.kill)
+        timed_step("start_again", cluster.start_again)
+        timed_step("kill", cluster.kill)
         assert not cluster.running()
-        step("start_again after kill", cluster.start_again)
+        timed_step("start_again after kill", cluster.start_again)
         assert cluster.psql(dbname, "SELECT name FROM popkit.users;") == [("o'brien",)]
         # The role popkit reads users, and may not change them.
         as_popkit = [cluster._tool("psql"), "-X", "-At", "-d", conninfo, "-c"]
@@ -385,7 +363,7 @@ def _self_check():
                                capture_output=True, env=cluster.env)
         assert b"permission denied" in check.stderr, check
     finally:
-        step("cleanup", cluster.cleanup)
+        timed_step("cleanup", cluster.cleanup)
     assert not os.path.exists(directory)
     print("ok")
 

@@ -33,11 +33,10 @@ import tempfile
 import time
 
 from server_process import (ServerInDirectory, free_port, pid_working_in, run_watchdog,
-                            start_watchdog, wait_gone)
+                            start_watchdog, timed_step, wait_gone)
 
 REDIS_SERVER = "redis-server"
 START_TIMEOUT_S = 20
-STOP_TIMEOUT_S = 20
 COMMAND_TIMEOUT_S = 10
 
 
@@ -165,21 +164,6 @@ class RedisServer(ServerInDirectory):
             raise RuntimeError("Redis is running already")
         return self._launch()
 
-    def stop(self):
-        """SIGTERM (a paused server is resumed first so it can obey), and
-        wait until it is gone."""
-        if self.process is None:
-            return
-        if self.paused:
-            self.resume()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
 
     # -- commands --
 
@@ -217,18 +201,12 @@ def _stop_server(directory: str):
 
 def _self_check():
     """Every method once, with what it cost."""
-    def step(label, func, *args, **kwargs):
-        started = time.monotonic()
-        value = func(*args, **kwargs)
-        print("%-26s %6.3f s" % (label, time.monotonic() - started))
-        return value
-
     server = RedisServer()
-    step("start", server.start)
+    timed_step("start", server.start)
     directory = server.dir
     try:
         print("address:", server.address)
-        assert step("SET", server.command, "SET", "k\r\n\0", b"v\xff", "EX", 60) == "OK"
+        assert timed_step("SET", server.command, "SET", "k\r\n\0", b"v\xff", "EX", 60) == "OK"
         assert server.get("k\r\n\0") == b"v\xff"
         assert server.command("TTL", "k\r\n\0") > 0
         assert server.all_keys() == [b"k\r\n\0"]
@@ -238,21 +216,21 @@ def _self_check():
             raise AssertionError("no error reply")
         except RedisError as e:
             assert "unknown command" in str(e), e
-        step("pause", server.pause)
+        timed_step("pause", server.pause)
         try:
             server.command("PING", timeout=0.3)
             raise AssertionError("a paused server answered")
         except socket.timeout:
             pass
-        step("resume", server.resume)
+        timed_step("resume", server.resume)
         assert server.command("PING") == "PONG"
-        step("stop", server.stop)
+        timed_step("stop", server.stop)
         assert not server.running()
         port = server.port
-        step("start_again", server.start_again)
+        timed_step("start_again", server.start_again)
         assert server.port == port and server.command("DBSIZE") == 0
     finally:
-        step("cleanup", server.cleanup)
+        timed_step("cleanup", server.cleanup)
     assert not os.path.exists(directory)
     print("ok")
 

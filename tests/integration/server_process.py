@@ -97,9 +97,11 @@ def run_watchdog(directory: str, stop_server):
 
 
 class ServerInDirectory:
-    """What the test servers that run one child process (Redis, slapd)
-    share: the process, its temporary directory and its watchdog, made by
-    the subclass's start(), and their end. A subclass has self.log_path."""
+    """What the test servers share: a temporary directory of their own with
+    a watchdog, made by the subclass's start(), and their log
+    (self.log_path). Redis and slapd also share their one child process
+    (self.process); PostgreSQL's postmaster is pg_ctl's, so pg_cluster.py
+    ends it its own way (end_server)."""
 
     def __init__(self):
         self.dir = self.process = None
@@ -119,15 +121,35 @@ class ServerInDirectory:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def stop(self, timeout: float = 20):
+        """SIGTERM (a paused server is resumed first so it can obey), and
+        wait until it is gone."""
+        if self.process is None:
+            return
+        if self.paused:
+            self.resume()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def end_server(self):
+        """Ends the server however it is: cleanup() runs it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()  # SIGKILL works on a stopped process too
+            self.process.wait()
+        self.process = None
+
     def cleanup(self):
         """Stop the server if it runs and remove the directory."""
         if self.dir is None:
             return
         try:
-            if self.process is not None and self.process.poll() is None:
-                self.process.kill()  # SIGKILL works on a stopped process too
-                self.process.wait()
-            self.process = None
+            self.end_server()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
@@ -140,3 +162,11 @@ class ServerInDirectory:
                 return f.read().decode("utf-8", "replace")
         except (OSError, TypeError):
             return ""
+
+
+def timed_step(label: str, func, *args, **kwargs):
+    """Runs func and prints what it cost: the servers' self-checks."""
+    started = time.monotonic()
+    value = func(*args, **kwargs)
+    print("%-30s %6.3f s" % (label, time.monotonic() - started))
+    return value

@@ -48,7 +48,7 @@ import tempfile
 import time
 
 from server_process import (ServerInDirectory, free_port, pid_working_in, run_watchdog,
-                            start_watchdog, wait_gone)
+                            start_watchdog, timed_step, wait_gone)
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
@@ -366,21 +366,6 @@ class SlapdServer(ServerInDirectory):
             raise RuntimeError("slapd is running already")
         return self._launch()
 
-    def stop(self):
-        """SIGTERM (a paused server is resumed first so it can obey), and
-        wait until it is gone."""
-        if self.process is None:
-            return
-        if self.paused:
-            self.resume()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
 
     def kill(self):
         """SIGKILL, as a crash would, and wait until it is gone."""
@@ -512,22 +497,16 @@ def _stop_server(directory: str):
 
 def _self_check():
     """Every method once, with what it cost."""
-    def step(label, func, *args, **kwargs):
-        started = time.monotonic()
-        value = func(*args, **kwargs)
-        print("%-30s %6.3f s" % (label, time.monotonic() - started))
-        return value
-
     server = SlapdServer()
-    step("start", server.start)
+    timed_step("start", server.start)
     directory = server.dir
     try:
         print("uri:", server.uri, server.ldaps_uri)
-        dn = step("add_user (SSHA)", server.add_user, "m\u00fcller", "pw \u00fc 1",
+        dn = timed_step("add_user (SSHA)", server.add_user, "m\u00fcller", "pw \u00fc 1",
                   mail="mueller@example.test")
         expected = "dn:" + dn.lower()
-        assert step("whoami, StartTLS", server.whoami, dn, "pw \u00fc 1").lower() == expected
-        assert step("whoami, ldaps", server.whoami, dn, "pw \u00fc 1", "ldaps").lower() \
+        assert timed_step("whoami, StartTLS", server.whoami, dn, "pw \u00fc 1").lower() == expected
+        assert timed_step("whoami, ldaps", server.whoami, dn, "pw \u00fc 1", "ldaps").lower() \
             == expected
         for how in ("starttls", "ldaps"):
             try:
@@ -544,31 +523,31 @@ def _self_check():
         odd = ["*", "x*", "o'hara", "a)(uid=*", " lead,+\"\\<>;=#", "#x "]
         ldif = "".join(server.user_ldif(uid, "pw of " + uid, scheme="cleartext")[1]
                        for uid in odd)
-        step("add_entries (%d users)" % len(odd), server.add_entries, ldif)
+        timed_step("add_entries (%d users)" % len(odd), server.add_entries, ldif)
         for uid in odd:
             assert server.whoami(server.user_dn(uid), "pw of " + uid, "plain"), uid
         dns = server.search_dns("(uid=*)")
         assert len(dns) == len(odd) + 1, dns
         staff = server.add_user("deep", "deep pw", parent="ou=staff,ou=people," + SUFFIX)
         assert server.search_dns("(uid=deep)") == [staff]
-        step("pause", server.pause)
+        timed_step("pause", server.pause)
         assert not server.answers(timeout=0.3), "a paused slapd answered"
-        step("resume", server.resume)
+        timed_step("resume", server.resume)
         assert server.answers()
-        step("stop", server.stop)
+        timed_step("stop", server.stop)
         assert not server.running() and not server.answers(timeout=0.3)
         ports = (server.port, server.tls_port)
-        step("start_again", server.start_again)
+        timed_step("start_again", server.start_again)
         assert (server.port, server.tls_port) == ports
         assert server.whoami(dn, "pw \u00fc 1", "ldaps").lower() == expected
-        step("kill", server.kill)
-        step("add_user while stopped", server.add_user, "late", "late pw",
+        timed_step("kill", server.kill)
+        timed_step("add_user while stopped", server.add_user, "late", "late pw",
              scheme="cleartext")
-        step("start_again after kill", server.start_again)
+        timed_step("start_again after kill", server.start_again)
         assert server.search_dns("(uid=m\u00fcller)") == [dn]
         assert server.whoami(server.user_dn("late"), "late pw").startswith("dn:")
     finally:
-        step("cleanup", server.cleanup)
+        timed_step("cleanup", server.cleanup)
     assert not os.path.exists(directory)
     print("ok")
 
