@@ -229,16 +229,6 @@ static int write_bufs(struct conn *c, uv_buf_t *bufs, unsigned nbufs, size_t tot
   return 0;
 }
 
-/* The TLS layer's way out. */
-static int push_record(void *ctx, const void *data, size_t len) {
-  struct conn *c = ctx;
-  if (c->state == CONN_CLOSED)
-    return -EPIPE;
-  uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
-  int rc = write_bufs(c, &buf, 1, len, true);
-  return rc < 0 ? -EPIPE : 0;
-}
-
 /* A handshake flight or corked records: one writev for all of them. */
 static int push_records(void *ctx, const struct iovec *iov, int count) {
   struct conn *c = ctx;
@@ -257,6 +247,12 @@ static int push_records(void *ctx, const struct iovec *iov, int count) {
   if (bufs != small)
     free(bufs);
   return rc < 0 ? -EPIPE : 0;
+}
+
+/* The TLS layer's way out, one record at a time. */
+static int push_record(void *ctx, const void *data, size_t len) {
+  struct iovec record = {.iov_base = (void *)data, .iov_len = len};
+  return push_records(ctx, &record, 1);
 }
 
 static const struct tls_transport conn_transport = {.push = push_record,
