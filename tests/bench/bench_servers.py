@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 
 START_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 30
@@ -173,16 +174,36 @@ class MailUser:
         self.group = grp.getgrgid(entry.pw_gid).gr_name
 
 
+@dataclass
+class Served:
+    """What both servers serve alike: the users, the certificate and how
+    many sessions they must hold."""
+    certificate: str
+    key: str
+    users_file: str
+    mail_user: MailUser
+    max_sessions: int
+
+
 class Server:
     """What both servers share: a process started in its own session, its
-    pid recorded, SIGTERM to stop it."""
+    pid recorded, SIGTERM to stop it; its own ports and copy of the
+    maildirs, and what both serve (Served)."""
 
     name = "?"
 
-    def __init__(self, workdir: str, pids_file: str):
+    def __init__(self, workdir: str, pids_file: str, ports: dict, mail_root: str,
+                 served: Served):
         self.dir = workdir
         self.pids_file = pids_file
         self.process = None
+        self.ports = ports
+        self.mail_root = mail_root
+        self.certificate = served.certificate
+        self.key = served.key
+        self.users_file = served.users_file
+        self.mail_user = served.mail_user
+        self.max_sessions = served.max_sessions
         os.makedirs(workdir, exist_ok=True)
 
     @property
@@ -233,18 +254,11 @@ class Server:
 class Popkitd(Server):
     name = "popkit"
 
-    def __init__(self, workdir, pids_file, binary, modules_dir, ports, certificate, key,
-                 users_file, mail_root, mail_user: MailUser, max_sessions: int):
-        super().__init__(workdir, pids_file)
+    def __init__(self, workdir, pids_file, ports, mail_root, served: Served, binary,
+                 modules_dir):
+        super().__init__(workdir, pids_file, ports, mail_root, served)
         self.binary = binary
         self.modules_dir = modules_dir
-        self.ports = ports
-        self.certificate = certificate
-        self.key = key
-        self.users_file = users_file
-        self.mail_root = mail_root
-        self.mail_user = mail_user
-        self.max_sessions = max_sessions
         self.config_path = os.path.join(workdir, "popkit.json")
         self.log_path = os.path.join(workdir, "popkitd.log")
         self.workers = None
@@ -304,16 +318,8 @@ class Dovecot(Server):
     name = "Dovecot"
     BINARY = "/usr/sbin/dovecot"
 
-    def __init__(self, workdir, pids_file, ports, certificate, key, users_file, mail_root,
-                 mail_user: MailUser, max_sessions: int, cpus: int):
-        super().__init__(workdir, pids_file)
-        self.ports = ports
-        self.certificate = certificate
-        self.key = key
-        self.users_file = users_file
-        self.mail_root = mail_root
-        self.mail_user = mail_user
-        self.max_sessions = max_sessions
+    def __init__(self, workdir, pids_file, ports, mail_root, served: Served, cpus: int):
+        super().__init__(workdir, pids_file, ports, mail_root, served)
         self.cpus = cpus
         self.config_path = os.path.join(workdir, "dovecot.conf")
         self.log_path = os.path.join(workdir, "dovecot.log")
