@@ -125,6 +125,11 @@ void ldap_conn_take(struct ldap_conn *conn, struct ldap_op *op) {
   op->conn = NULL;
 }
 
+void ldap_conn_abandon(struct ldap_conn *conn, struct ldap_op *op) {
+  ldap_conn_take(conn, op);
+  ldap_abandon_ext(conn->ld, op->msgid, NULL, NULL);
+}
+
 /* One search entry: counted, and the first one's DN and value kept. */
 static void read_entry(struct ldap_conn *conn, struct ldap_op *op, LDAPMessage *msg) {
   if (++op->entries > 1)

@@ -236,10 +236,10 @@ static void on_deadline(uv_timer_t *timer) {
     } else {
       snprintf(text, sizeof text, "no answer from the directory within %u ms",
                dir->timeout_ms);
-      ldap_conn_take(conn, op);
       if (op->kind == LDAP_OP_SEARCH) {
-        ldap_abandon_ext(conn->ld, op->msgid, NULL, NULL);
+        ldap_conn_abandon(conn, op);
       } else {
+        ldap_conn_take(conn, op);
         /* A bind cannot be abandoned (RFC 4511 4.11), and its connection
          * is of no use until it is answered. */
         dir_log(dir, POPKIT_LOG_WARNING, "%s; closing the connection", text);
@@ -309,8 +309,7 @@ void ldap_dir_cancel(struct ldap_dir *dir, struct ldap_op *op) {
   op->canceled = true;
   struct ldap_conn *conn = op->conn;
   if (conn != NULL && op->kind == LDAP_OP_SEARCH) {
-    ldap_conn_take(conn, op);
-    ldap_abandon_ext(conn->ld, op->msgid, NULL, NULL);
+    ldap_conn_abandon(conn, op);
     ldap_dir_queue(dir, op, true); /* dispatch finishes it */
   }
   /* A queued operation is finished by dispatch; a bind that is out, when

@@ -86,6 +86,9 @@ void ldap_conn_open(struct ldap_dir *dir, bool for_binds);
 void ldap_conn_send(struct ldap_conn *conn, struct ldap_op *op);
 /* Takes a sent op off its connection (it is the caller's to finish). */
 void ldap_conn_take(struct ldap_conn *conn, struct ldap_op *op);
+/* Takes a sent search off its connection and tells the server to drop it
+ * (a bind cannot be abandoned: RFC 4511 4.11). */
+void ldap_conn_abandon(struct ldap_conn *conn, struct ldap_op *op);
 /* Drops an up connection; its operations are the caller's to move first. */
 void ldap_conn_close(struct ldap_conn *conn);
 
