@@ -38,12 +38,13 @@ static struct outbuf_block *add_block(struct outbuf *b) {
   return blk;
 }
 
-char *outbuf_reserve(struct outbuf *b, size_t need) {
+char *outbuf_reserve(struct outbuf *b, size_t need, size_t *room) {
   struct outbuf_block *blk = b->tail;
   if (blk == NULL || OUTBUF_BLOCK_SIZE - blk->used < need)
     blk = add_block(b);
   if (blk == NULL)
     return NULL;
+  *room = OUTBUF_BLOCK_SIZE - blk->used;
   return blk->data + blk->used;
 }
 

@@ -43,9 +43,9 @@ void outbuf_printf(struct outbuf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Returns room for at least `need` bytes (need <= OUTBUF_BLOCK_SIZE) at the
- * tail, or NULL on allocation failure; outbuf_commit() then counts what was
- * written there. */
-char *outbuf_reserve(struct outbuf *b, size_t need);
+ * tail and sets *room to all the room there, or returns NULL on allocation
+ * failure; outbuf_commit() then counts what was written there. */
+char *outbuf_reserve(struct outbuf *b, size_t need, size_t *room);
 void outbuf_commit(struct outbuf *b, size_t len);
 
 /* Next span not yet handed out for writing, or 0 when there is none. */

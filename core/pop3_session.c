@@ -13,13 +13,10 @@
 #include "log.h"
 
 /* Raw bytes asked of the store per READ. A READ of a blocking store is a
- * trip through the thread pool, so one asks for much at a time; the bytes
- * are encoded a slice at a time, each slice's encoded form fitting one
- * output block (ENCODER_BOUND(RAW_SLICE) == OUTBUF_BLOCK_SIZE). */
+ * trip through the thread pool, so one asks for much at a time. */
 #define RAW_CHUNK (64 * 1024)
-#define RAW_SLICE (OUTBUF_BLOCK_SIZE / 2)
-/* TOP usually wants the header and a few lines: a slice at a time. */
-#define RAW_CHUNK_TOP RAW_SLICE
+/* TOP usually wants the header and a few lines. */
+#define RAW_CHUNK_TOP (8 * 1024)
 
 static size_t raw_size(const struct session *s) {
   return s->send_top ? RAW_CHUNK_TOP : RAW_CHUNK;
@@ -476,16 +473,19 @@ static void on_read_done(struct core_request *req) {
   }
   size_t n = req->pub.store.length;
   core_request_free(req);
-  for (size_t done = 0; done < n;) {
-    size_t slice = n - done < RAW_SLICE ? n - done : RAW_SLICE;
-    char *out = outbuf_reserve(&s->out, ENCODER_BOUND(slice));
+  /* Each output block is filled to its end; the encoder takes what fits. */
+  for (size_t done = 0; done < n && !s->encoder.done;) {
+    size_t room;
+    char *out = outbuf_reserve(&s->out, ENCODER_MIN_ROOM, &room);
     if (out == NULL) {
       session_logout(s, "out of memory");
       end_sending(s);
       return;
     }
-    outbuf_commit(&s->out, encoder_feed(&s->encoder, s->raw + done, slice, out));
-    done += slice;
+    size_t taken;
+    outbuf_commit(&s->out,
+                  encoder_feed(&s->encoder, s->raw + done, n - done, out, room, &taken));
+    done += taken;
   }
   s->send_offset += n;
   if (n == 0 || s->encoder.done) {

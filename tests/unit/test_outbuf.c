@@ -69,11 +69,16 @@ START_TEST(reserve_and_commit) {
   outbuf_init(&b);
   outbuf_append_literal(&b, "x");
   /* A reservation that does not fit the tail starts a new block. */
-  char *room = outbuf_reserve(&b, OUTBUF_BLOCK_SIZE);
+  size_t size;
+  char *room = outbuf_reserve(&b, OUTBUF_BLOCK_SIZE, &size);
   ck_assert_ptr_nonnull(room);
+  ck_assert_uint_eq(size, OUTBUF_BLOCK_SIZE);
   memset(room, 'y', 10);
   outbuf_commit(&b, 10);
   ck_assert_uint_eq(outbuf_pending(&b), 11);
+  /* One that fits reports all the room left in the tail. */
+  ck_assert_ptr_eq(outbuf_reserve(&b, 1, &size), room + 10);
+  ck_assert_uint_eq(size, OUTBUF_BLOCK_SIZE - 10);
   const char *p;
   ck_assert_uint_eq(outbuf_take(&b, &p), 1);
   ck_assert_uint_eq(outbuf_take(&b, &p), 10);
