@@ -1,6 +1,7 @@
 #include "chain.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +185,32 @@ static void end_credential_lookup(struct core_request *req) {
   req->log_text = strdup(text);
 }
 
+/* A blocking store's READ tried on the loop thread (ABI 1.3): true when the
+ * module completed it there, false when it goes to the pool after all. */
+static bool read_without_blocking(struct core_request *req) {
+  const struct popkit_store_ops *s = req->mi->descriptor->store;
+  if (req->pub.base.kind != POPKIT_REQ_STORE_READ ||
+      s->struct_size <
+          offsetof(struct popkit_store_ops, read_nowait) + sizeof s->read_nowait ||
+      s->read_nowait == NULL)
+    return false;
+  /* in_call makes a completion inside the call wait, as on the pool. */
+  req->in_call = true;
+  int served = s->read_nowait(req->mi->instance, &req->pub.store);
+  req->in_call = false;
+  if (!req->completed) {
+    if (!served)
+      return false;
+    req->result = POPKIT_TEMPFAIL;
+    free(req->log_text);
+    req->log_text = strdup("read_nowait returned 1 without completing the request");
+    log_error("%s: read_nowait must complete a request it takes", req->mi->label);
+    req->completed = true;
+  }
+  defer(req);
+  return true;
+}
+
 static void start_call(struct core_request *req) {
   module_instance *mi = req->mi;
   unsigned depth = req->depth;
@@ -191,6 +218,8 @@ static void start_call(struct core_request *req) {
   req->result = POPKIT_TEMPFAIL;
   begin_credential_lookup(req);
   if (mi->blocking) {
+    if (read_without_blocking(req))
+      return;
     req->in_call = true;
     req->work.data = req;
     int rc = uv_queue_work(req->chain->loop, &req->work, blocking_work, blocking_done);

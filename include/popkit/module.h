@@ -25,13 +25,15 @@
  *   1.1  host->password_verify: every password scheme popkitd reads.
  *   1.2  decorators: POPKIT_MODULE_DECORATOR, host->pass_to_next,
  *        host->next_request and the host functions that read outputs.
+ *   1.3  store->read_nowait: a blocking store's READ tried on the loop thread.
  *
  * Threads: every function of a module is called on the thread of the worker
  * that created the instance, unless the module sets POPKIT_MODULE_BLOCKING,
  * in which case operations (not create/destroy) run on libuv's thread pool
- * and may run concurrently for different sessions of one instance. Every
- * function of struct popkit_host may be called from any thread, except
- * pass_to_next, which belongs to the loop thread.
+ * and may run concurrently for different sessions of one instance (a
+ * blocking store's read_nowait is the one exception: it runs on the loop
+ * thread). Every function of struct popkit_host may be called from any
+ * thread, except pass_to_next, which belongs to the loop thread.
  */
 #ifndef POPKIT_MODULE_H
 #define POPKIT_MODULE_H
@@ -46,7 +48,7 @@ extern "C" {
 #define POPKIT_MODULE_MAGIC 0x444d4b50u  /* "PKMD" in little-endian bytes */
 #define POPKIT_REQUEST_MAGIC 0x51524b50u /* "PKRQ" */
 #define POPKIT_ABI_MAJOR 1
-#define POPKIT_ABI_MINOR 2
+#define POPKIT_ABI_MINOR 3
 
 /* The name of the data symbol every module exports. */
 #define POPKIT_MODULE_SYMBOL "popkit_module"
@@ -334,6 +336,15 @@ struct popkit_store_ops {
   void (*append_begin)(void *instance, struct popkit_store_request *req);
   void (*append_write)(void *instance, struct popkit_store_request *req);
   void (*append_finish)(void *instance, struct popkit_store_request *req);
+  /* ABI 1.3, optional, for a BLOCKING store. A READ that must not block,
+   * tried on the loop thread before read goes to the thread pool: it either
+   * completes req as read would and returns 1, or returns 0 without
+   * completing it (the bytes are not in memory), and popkitd then runs read
+   * on the pool. A file store can serve what the page cache holds with
+   * preadv2(RWF_NOWAIT). Each pool trip costs two thread switches, which a
+   * large RETR pays once per chunk; this is how it avoids them. It runs
+   * while other sessions' operations of the instance run on the pool. */
+  int (*read_nowait)(void *instance, struct popkit_store_request *req);
 };
 
 /* ---- Creation ----------------------------------------------------------- */

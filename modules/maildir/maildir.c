@@ -84,6 +84,15 @@ static void maildir_read_op(void *instance, struct popkit_store_request *req) {
   in->host->complete(&req->base, result, result == POPKIT_OK ? NULL : log);
 }
 
+static int maildir_read_nowait_op(void *instance, struct popkit_store_request *req) {
+  struct maildir_instance *in = instance_of(instance);
+  struct maildir_mailbox *mailbox = mailbox_of(req);
+  if (mailbox == NULL || !maildir_read_cached(mailbox, req))
+    return 0;
+  in->host->complete(&req->base, POPKIT_OK, NULL);
+  return 1;
+}
+
 static void maildir_expunge_op(void *instance, struct popkit_store_request *req) {
   struct maildir_instance *in = instance_of(instance);
   struct maildir_mailbox *mailbox = mailbox_of(req);
@@ -191,6 +200,7 @@ static const struct popkit_store_ops maildir_store_ops = {
     .append_begin = maildir_append_begin,
     .append_write = maildir_append_write,
     .append_finish = maildir_append_finish,
+    .read_nowait = maildir_read_nowait_op,
 };
 
 POPKIT_MODULE_EXPORT const struct popkit_module_descriptor popkit_module = {

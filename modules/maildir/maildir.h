@@ -10,6 +10,7 @@
 #ifndef POPKIT_MAILDIR_H
 #define POPKIT_MAILDIR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -82,6 +83,9 @@ struct maildir_mailbox {
    * chunks does not cost one open() per chunk. */
   int read_fd;
   uint64_t read_index;
+  /* preadv2(RWF_NOWAIT) failed with EOPNOTSUPP here: every READ goes to the
+   * thread pool. */
+  bool nowait_unsupported;
 };
 
 /* Writes one log line for the module instance through host->log. */

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* preadv2 and RWF_NOWAIT */
 #include "maildir_read.h"
 
 #include <errno.h>
@@ -6,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "maildir_fs.h"
@@ -94,4 +96,25 @@ enum popkit_result maildir_read(struct maildir_mailbox *mailbox,
            maildir_subdir_name(m->subdir),
            maildir_quote(m->name, strlen(m->name), shown, sizeof shown), strerror(-rc));
   return maildir_result_for_errno(rc);
+}
+
+bool maildir_read_cached(struct maildir_mailbox *mailbox,
+                         struct popkit_store_request *req) {
+  /* Opening a message may wait for the disk (a directory lookup, an inode
+   * read), so only a message READ has opened before is served here. */
+  if (mailbox->nowait_unsupported || mailbox->read_fd < 0 ||
+      mailbox->read_index != req->index || req->index >= mailbox->count ||
+      mailbox->messages[req->index].deleted || req->offset > (uint64_t)INT64_MAX)
+    return false;
+  struct iovec iov = {.iov_base = req->buffer, .iov_len = req->buffer_size};
+  ssize_t n = preadv2(mailbox->read_fd, &iov, 1, (off_t)req->offset, RWF_NOWAIT);
+  if (n < 0) {
+    /* EAGAIN: not cached. EOPNOTSUPP: a file system (or kernel) without
+     * RWF_NOWAIT for reads, which will not change for this mailbox. */
+    if (errno == EOPNOTSUPP)
+      mailbox->nowait_unsupported = true;
+    return false;
+  }
+  req->length = (size_t)n;
+  return true;
 }

@@ -309,6 +309,30 @@ enum popkit_result harness_store(struct harness *h, enum popkit_request_kind kin
   return out->result;
 }
 
+int harness_read_nowait(struct harness *h, struct popkit_store_request *req,
+                        struct harness_result *out) {
+  struct harness_call call;
+  memset(&call, 0, sizeof call);
+  memset(out, 0, sizeof *out);
+  set_current(h);
+  call.out = out;
+  call.req.store = *req;
+  call.req.store.base.magic = POPKIT_REQUEST_MAGIC;
+  call.req.store.base.kind = POPKIT_REQ_STORE_READ;
+  const struct popkit_store_ops *ops = h->descriptor->store;
+  if (ops->struct_size <
+          offsetof(struct popkit_store_ops, read_nowait) + sizeof ops->read_nowait ||
+      ops->read_nowait == NULL)
+    return -2;
+  int served = ops->read_nowait(h->instance, &call.req.store);
+  *req = call.req.store;
+  /* Served means completed inside the call: it runs on the loop thread and
+   * must never leave a completion for later, nor complete and decline. */
+  if (served != call.done)
+    return -1;
+  return served;
+}
+
 enum popkit_result harness_read_all(struct harness *h, void *mailbox, uint64_t index,
                                     size_t chunk_size, char **data_r, size_t *size_r) {
   struct harness_result *out = malloc(sizeof *out);

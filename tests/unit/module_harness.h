@@ -83,6 +83,13 @@ enum popkit_result harness_store(struct harness *h, enum popkit_request_kind kin
                                  struct popkit_store_request *req,
                                  struct harness_result *out);
 
+/* The store's read_nowait (ABI 1.3) on req: 1 when the module served it
+ * (completed it, out holds the result), 0 when it declined and left the
+ * request alone, -1 when it did one without the other, -2 when the module
+ * has no read_nowait. */
+int harness_read_nowait(struct harness *h, struct popkit_store_request *req,
+                        struct harness_result *out);
+
 /* Reads a whole message through READ in chunks of chunk_size into a
  * malloc'ed buffer. Returns the result; *data_r and *size_r on OK. */
 enum popkit_result harness_read_all(struct harness *h, void *mailbox, uint64_t index,

@@ -140,7 +140,7 @@ START_TEST(role_tables_layout) {
       OFFSET(popkit_auth_ops, get_credential, 24),
       MEMBER_SIZE(popkit_auth_ops, get_credential, 8),
 
-      SIZE(popkit_store_ops, 64),
+      SIZE(popkit_store_ops, 72),
       OFFSET(popkit_store_ops, struct_size, 0),
       MEMBER_SIZE(popkit_store_ops, struct_size, 4),
       OFFSET(popkit_store_ops, open, 8),
@@ -151,6 +151,8 @@ START_TEST(role_tables_layout) {
       OFFSET(popkit_store_ops, append_write, 48),
       OFFSET(popkit_store_ops, append_finish, 56),
       MEMBER_SIZE(popkit_store_ops, append_finish, 8),
+      OFFSET(popkit_store_ops, read_nowait, 64), /* ABI 1.3 */
+      MEMBER_SIZE(popkit_store_ops, read_nowait, 8),
   };
   CHECK_PINS(pins);
 }
@@ -234,7 +236,7 @@ START_TEST(constants) {
       {"POPKIT_MODULE_MAGIC", POPKIT_MODULE_MAGIC, 0x444d4b50u},
       {"POPKIT_REQUEST_MAGIC", POPKIT_REQUEST_MAGIC, 0x51524b50u},
       {"POPKIT_ABI_MAJOR", POPKIT_ABI_MAJOR, 1},
-      {"POPKIT_ABI_MINOR", POPKIT_ABI_MINOR, 2},
+      {"POPKIT_ABI_MINOR", POPKIT_ABI_MINOR, 3},
       {"POPKIT_OK", POPKIT_OK, 0},
       {"POPKIT_FAIL", POPKIT_FAIL, 1},
       {"POPKIT_NOT_FOUND", POPKIT_NOT_FOUND, 2},

@@ -29,6 +29,7 @@
 #include "check_run.h"
 #include "config.h"
 #include "loader.h"
+#include "nowait_reads.h"
 #include "popkit/crlf.h"
 
 /* Module objects of the configs below. */
@@ -620,6 +621,106 @@ END_TEST
  * get_credential knows: FAIL, nothing handed out, and a log line that says
  * why. Had the list moved on, the passwd-file after it would have answered
  * OK with its own secret for the same user. */
+/* ---- A blocking store's READ on the loop thread (ABI 1.3) -------------- */
+
+/* More than any pool libuv would start (its default is 4 threads), so that
+ * every pool thread waits while they are queued. */
+#define POOL_BLOCKERS 128
+
+static uv_sem_t pool_release;
+
+static void wait_for_release(uv_work_t *work) {
+  (void)work;
+  uv_sem_wait(&pool_release);
+}
+
+static void released(uv_work_t *work, int status) {
+  (void)work;
+  (void)status;
+}
+
+static struct core_request *read_start(void *mailbox, uint64_t index, uint64_t offset,
+                                       char *buffer, size_t size, struct outcome *o) {
+  memset(o, 0, sizeof *o);
+  struct core_request *req =
+      chain_store_request(&fx.chain, POPKIT_REQ_STORE_READ, 1, record, o);
+  ck_assert_ptr_nonnull(req);
+  struct popkit_store_request f = {.base = req->pub.base,
+                                   .mailbox = mailbox,
+                                   .index = index,
+                                   .offset = offset,
+                                   .buffer = buffer,
+                                   .buffer_size = size};
+  req->pub.store = f;
+  chain_submit(req);
+  return req;
+}
+
+/* With every pool thread held, a READ of the message the last READ opened
+ * is still answered (from the page cache, by maildir's read_nowait), on a
+ * later loop turn and never inside chain_submit; a READ that must open a
+ * file waits for the pool. */
+static void reads_while_the_pool_is_held(const char *store_config) {
+  open_chain("[" PASSWD_A "]", store_config);
+  struct outcome o;
+  void *mailbox = open_mailbox("ana", &o);
+  int first = listing_index(&o, ana_messages[0].name);
+  int second = listing_index(&o, ana_messages[1].name);
+  ck_assert(first >= 0 && second >= 0);
+  bool served_on_loop =
+      nowait_reads_supported(at("mail/ana/new/%s", ana_messages[first].name));
+  char piece[4];
+  struct popkit_store_request f = {
+      .mailbox = mailbox, .index = (uint64_t)first, .buffer = piece, .buffer_size = 4};
+  ck_assert_int_eq(store(POPKIT_REQ_STORE_READ, &f, &o), POPKIT_OK);
+  ck_assert_uint_eq(f.length, 4);
+
+  ck_assert_int_eq(uv_sem_init(&pool_release, 0), 0);
+  uv_work_t blockers[POOL_BLOCKERS];
+  for (int i = 0; i < POOL_BLOCKERS; i++)
+    ck_assert_int_eq(uv_queue_work(&fx.loop, &blockers[i], wait_for_release, released),
+                     0);
+
+  struct outcome next, other;
+  char next_piece[4], other_piece[8];
+  struct core_request *next_req =
+      read_start(mailbox, (uint64_t)first, 4, next_piece, sizeof next_piece, &next);
+  ck_assert_int_eq(next.calls, 0);
+  struct core_request *other_req =
+      read_start(mailbox, (uint64_t)second, 0, other_piece, sizeof other_piece, &other);
+  for (int turn = 0; turn < 3; turn++)
+    uv_run(&fx.loop, UV_RUN_NOWAIT);
+  /* Where the file system cannot read without waiting, both wait. */
+  ck_assert_int_eq(next.calls, (served_on_loop ? 1 : 0));
+  ck_assert_int_eq(other.calls, 0);
+
+  for (int i = 0; i < POOL_BLOCKERS; i++)
+    uv_sem_post(&pool_release);
+  uv_run(&fx.loop, UV_RUN_DEFAULT);
+  uv_sem_destroy(&pool_release);
+  ck_assert_int_eq(next.calls, 1);
+  ck_assert_int_eq(next.result, POPKIT_OK);
+  ck_assert_uint_eq(next.length, 4);
+  ck_assert_mem_eq(next_piece, ana_messages[first].body + 4, 4);
+  ck_assert_int_eq(other.calls, 1);
+  ck_assert_int_eq(other.result, POPKIT_OK);
+  ck_assert_uint_eq(other.length, 8);
+  ck_assert_mem_eq(other_piece, ana_messages[second].body, 8);
+  core_request_free(next_req);
+  core_request_free(other_req);
+  close_mailbox(mailbox);
+}
+
+START_TEST(blocking_store_reads_without_the_pool) {
+  reads_while_the_pool_is_held(MAILDIR);
+}
+END_TEST
+
+START_TEST(blocking_store_reads_without_the_pool_behind_a_decorator) {
+  reads_while_the_pool_is_held(DECORATE(MAILDIR));
+}
+END_TEST
+
 static void assert_refused_for_credential(const struct outcome *o) {
   ck_assert_int_eq(o->result, POPKIT_FAIL);
   ck_assert_uint_eq(o->kind, POPKIT_REQ_AUTH_GET_CREDENTIAL);
@@ -815,6 +916,10 @@ int main(void) {
   tcase_add_test(tc, store_decorator_closes_what_it_refuses);
   tcase_add_test(tc, store_decorator_delivers);
   tcase_add_test(tc, store_decorator_aborts_a_delivery);
+
+  tc = check_tcase(suite, "reads without the pool", setup, teardown);
+  tcase_add_test(tc, blocking_store_reads_without_the_pool);
+  tcase_add_test(tc, blocking_store_reads_without_the_pool_behind_a_decorator);
 
   tc = check_tcase(suite, "cancel", setup, teardown);
   tcase_add_test(tc, cancel_while_blocking_next_works);
