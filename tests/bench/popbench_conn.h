@@ -50,6 +50,9 @@ struct conn {
   bool starved; /* the pull function ran out of ciphertext */
   const char *window;
   size_t window_len;
+  /* What verifying the server's certificate found wrong (GnuTLS's
+   * gnutls_certificate_status_t bits), for the error message. */
+  unsigned verify_status;
 };
 
 /* Loads the CA certificates the server is verified against, for a server
