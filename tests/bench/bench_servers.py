@@ -25,6 +25,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 START_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 30
@@ -176,13 +177,22 @@ class MailUser:
 
 @dataclass
 class Served:
-    """What both servers serve alike: the users, the certificate and how
-    many sessions they must hold."""
+    """What both servers serve alike: the users, the certificate, how many
+    sessions they must hold, and the CPUs they run on (None: all)."""
     certificate: str
     key: str
     users_file: str
     mail_user: MailUser
     max_sessions: int
+    cpu_set: Optional[set] = None
+
+
+def pinned_to(cpu_set):
+    """A preexec_fn that puts the child, and so every thread and process it
+    starts, on cpu_set; None when cpu_set is None (no pinning)."""
+    if cpu_set is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpu_set)
 
 
 class Server:
@@ -204,6 +214,7 @@ class Server:
         self.users_file = served.users_file
         self.mail_user = served.mail_user
         self.max_sessions = served.max_sessions
+        self.cpu_set = served.cpu_set
         os.makedirs(workdir, exist_ok=True)
 
     @property
@@ -214,7 +225,8 @@ class Server:
         log = open(log_path, "ab")
         try:
             self.process = subprocess.Popen(argv, cwd=self.dir, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=log, start_new_session=True)
+                                            stdout=log, stderr=log, start_new_session=True,
+                                            preexec_fn=pinned_to(self.cpu_set))
         finally:
             log.close()
         with open(self.pids_file, "a") as f:
