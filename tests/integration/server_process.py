@@ -96,6 +96,23 @@ def run_watchdog(directory: str, stop_server):
     shutil.rmtree(directory, ignore_errors=True)
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of pid is stopped (state T in /proc)."""
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return False
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid), "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # the thread is gone
+        if state != b"T":
+            return False
+    return True
+
+
 class ServerInDirectory:
     """What the test servers share: a temporary directory of their own with
     a watchdog, made by the subclass's start(), and their log
@@ -110,9 +127,17 @@ class ServerInDirectory:
 
     def pause(self):
         """SIGSTOP: connections are still accepted by the kernel, and
-        nothing is answered."""
+        nothing is answered. Returns once every thread has stopped: kill()
+        returns before, and a thread already running could still answer
+        the next request."""
         os.kill(self.process.pid, signal.SIGSTOP)
         self.paused = True
+        deadline = time.monotonic() + 5
+        while not _all_threads_stopped(self.process.pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError("pid %d did not stop within 5 s of SIGSTOP" %
+                                   self.process.pid)
+            time.sleep(0.001)
 
     def resume(self):
         os.kill(self.process.pid, signal.SIGCONT)

@@ -63,7 +63,6 @@ ROOT_DN = "cn=admin," + SUFFIX
 SERVICE_DN = "cn=popkit,ou=services," + SUFFIX
 
 START_TIMEOUT_S = 20
-STOP_TIMEOUT_S = 20
 TOOL_TIMEOUT_S = 30
 
 # An anonymous simple bind (RFC 4511 section 4.2, message id 1) and the
@@ -132,19 +131,6 @@ def ssha_hash(password: str) -> str:
 def slapd_pid(directory: str):
     """The pid of directory's slapd if it runs, else None."""
     return pid_working_in(os.path.join(directory, "slapd.pid"), directory)
-
-
-def all_threads_stopped(pid: int) -> bool:
-    """Whether every thread of pid is in the stopped state (T)."""
-    task_dir = "/proc/%d/task" % pid
-    try:
-        for task in os.listdir(task_dir):
-            with open(os.path.join(task_dir, task, "stat")) as f:
-                if f.read().rsplit(")", 1)[1].split()[0] != "T":
-                    return False
-    except (OSError, IndexError):
-        return False
-    return True
 
 
 def run_openssl(args, cwd):
@@ -375,19 +361,6 @@ class SlapdServer(ServerInDirectory):
         self.process.wait()
         self.process = None
         self.paused = False
-
-    def pause(self):
-        """SIGSTOP: the kernel still accepts connections, nothing is
-        answered. Returns once every thread of slapd has stopped: the
-        signal is delivered asynchronously, and a thread still running
-        would answer a request sent right after kill() returns."""
-        super().pause()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while not all_threads_stopped(self.process.pid):
-            if time.monotonic() > deadline:
-                raise RuntimeError("slapd has not stopped %d s after SIGSTOP" %
-                                   STOP_TIMEOUT_S)
-            time.sleep(0.001)
 
     # -- entries --
 

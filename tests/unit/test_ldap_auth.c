@@ -14,6 +14,7 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <dirent.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -52,8 +53,44 @@ static double now_s(void) {
   return (double)uv_hrtime() / 1e9;
 }
 
+/* Whether every thread of pid is stopped (state T in /proc). */
+static bool all_threads_stopped(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *tasks = opendir(path);
+  if (tasks == NULL)
+    return false;
+  bool stopped = true;
+  struct dirent *e;
+  while (stopped && (e = readdir(tasks)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    char stat_path[sizeof path + sizeof e->d_name + 8], text[512] = "";
+    snprintf(stat_path, sizeof stat_path, "%s/%s/stat", path, e->d_name);
+    FILE *f = fopen(stat_path, "r");
+    if (f == NULL)
+      continue; /* the thread is gone */
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    const char *after_name = strrchr(text, ')');
+    stopped = after_name != NULL && after_name[1] == ' ' && after_name[2] == 'T';
+  }
+  closedir(tasks);
+  return stopped;
+}
+
 static void slapd_signal(int sig) {
   ck_assert_msg(kill(slapd_pid, sig) == 0, "kill(%d, %d) failed", (int)slapd_pid, sig);
+  if (sig != SIGSTOP)
+    return;
+  /* kill() returns before every thread has stopped: one already running
+   * could still answer the next request. */
+  double deadline = now_s() + 5;
+  while (!all_threads_stopped(slapd_pid)) {
+    ck_assert_msg(now_s() < deadline, "slapd did not stop within 5 s of SIGSTOP");
+    usleep(1000);
+  }
 }
 
 static void setup(void) {
