@@ -12,8 +12,11 @@
 
 #include "log.h"
 
-/* Raw bytes asked of the store per READ. A READ of a blocking store is a
- * trip through the thread pool, so one asks for much at a time. */
+/* Raw bytes asked of the store per READ. Each READ is a system call, and
+ * through the thread pool (a blocking store without read_nowait, or a
+ * message's first chunk) two thread switches, so one asks for much at a
+ * time; 64 KiB and its encoding still fit a core's L2 cache (128 KiB
+ * measured slower). */
 #define RAW_CHUNK (64 * 1024)
 /* TOP usually wants the header and a few lines. */
 #define RAW_CHUNK_TOP (8 * 1024)

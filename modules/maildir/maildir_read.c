@@ -110,8 +110,9 @@ bool maildir_read_cached(struct maildir_mailbox *mailbox,
   ssize_t n = preadv2(mailbox->read_fd, &iov, 1, (off_t)req->offset, RWF_NOWAIT);
   if (n < 0) {
     /* EAGAIN: not cached. EOPNOTSUPP: a file system (or kernel) without
-     * RWF_NOWAIT for reads, which will not change for this mailbox. */
-    if (errno == EOPNOTSUPP)
+     * RWF_NOWAIT for reads; ENOSYS: a kernel without preadv2. Neither
+     * changes for this mailbox. */
+    if (errno == EOPNOTSUPP || errno == ENOSYS)
       mailbox->nowait_unsupported = true;
     return false;
   }
