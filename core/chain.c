@@ -111,17 +111,21 @@ static void blocking_work(uv_work_t *work) {
   call_module(req);
 }
 
+/* The request ends in TEMPFAIL with this text for the log. */
+static void end_in_tempfail(struct core_request *req, const char *log_text) {
+  req->result = POPKIT_TEMPFAIL;
+  free(req->log_text);
+  req->log_text = strdup(log_text);
+  req->completed = true;
+}
+
 static void blocking_done(uv_work_t *work, int status) {
   struct core_request *req = work->data;
   req->in_call = false;
   if (status == UV_ECANCELED) {
-    req->result = POPKIT_TEMPFAIL;
-    free(req->log_text);
-    req->log_text = strdup("canceled before it ran");
+    end_in_tempfail(req, "canceled before it ran");
   } else if (!req->completed) {
-    req->result = POPKIT_TEMPFAIL;
-    free(req->log_text);
-    req->log_text = strdup("blocking module returned without completing the request");
+    end_in_tempfail(req, "blocking module returned without completing the request");
     log_error("%s: a blocking module must complete before returning", req->mi->label);
   }
   req->completed = true;
@@ -201,11 +205,8 @@ static bool read_without_blocking(struct core_request *req) {
   if (!req->completed) {
     if (!served)
       return false;
-    req->result = POPKIT_TEMPFAIL;
-    free(req->log_text);
-    req->log_text = strdup("read_nowait returned 1 without completing the request");
+    end_in_tempfail(req, "read_nowait returned 1 without completing the request");
     log_error("%s: read_nowait must complete a request it takes", req->mi->label);
-    req->completed = true;
   }
   defer(req);
   return true;

@@ -267,17 +267,25 @@ enum popkit_result harness_auth(struct harness *h, enum popkit_request_kind kind
   return out->result;
 }
 
+/* A store call of kind on a copy of req, its answer going to out. */
+static void store_call_init(struct harness *h, struct harness_call *call,
+                            enum popkit_request_kind kind,
+                            const struct popkit_store_request *req,
+                            struct harness_result *out) {
+  memset(call, 0, sizeof *call);
+  memset(out, 0, sizeof *out);
+  set_current(h);
+  call->out = out;
+  call->req.store = *req;
+  call->req.store.base.magic = POPKIT_REQUEST_MAGIC;
+  call->req.store.base.kind = kind;
+}
+
 enum popkit_result harness_store(struct harness *h, enum popkit_request_kind kind,
                                  struct popkit_store_request *req,
                                  struct harness_result *out) {
   struct harness_call call;
-  memset(&call, 0, sizeof call);
-  memset(out, 0, sizeof *out);
-  set_current(h);
-  call.out = out;
-  call.req.store = *req;
-  call.req.store.base.magic = POPKIT_REQUEST_MAGIC;
-  call.req.store.base.kind = kind;
+  store_call_init(h, &call, kind, req, out);
   const struct popkit_store_ops *ops = h->descriptor->store;
   switch (kind) {
   case POPKIT_REQ_STORE_OPEN:
@@ -312,13 +320,7 @@ enum popkit_result harness_store(struct harness *h, enum popkit_request_kind kin
 int harness_read_nowait(struct harness *h, struct popkit_store_request *req,
                         struct harness_result *out) {
   struct harness_call call;
-  memset(&call, 0, sizeof call);
-  memset(out, 0, sizeof *out);
-  set_current(h);
-  call.out = out;
-  call.req.store = *req;
-  call.req.store.base.magic = POPKIT_REQUEST_MAGIC;
-  call.req.store.base.kind = POPKIT_REQ_STORE_READ;
+  store_call_init(h, &call, POPKIT_REQ_STORE_READ, req, out);
   const struct popkit_store_ops *ops = h->descriptor->store;
   if (ops->struct_size <
           offsetof(struct popkit_store_ops, read_nowait) + sizeof ops->read_nowait ||
