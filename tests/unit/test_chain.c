@@ -135,6 +135,7 @@ static void setup(void) {
   link_module("POPKIT_BUILD_MODULES_DIR", "maildir");
   link_module("POPKIT_TEST_MODULES_DIR", "decorator");
   link_module("POPKIT_TEST_MODULES_DIR", "good_auth");
+  link_module("POPKIT_TEST_MODULES_DIR", "careless_store");
   write_file(at("users-a"), "ana:{PLAIN}secret\nlate:{PLAIN}latepw\n");
   write_file(at("users-b"), "bob:{PLAIN}bobpw\n");
   write_file(at("users-alice"), "alice:{PLAIN}passwd-file-secret\nbob:{PLAIN}bobpw\n");
@@ -721,6 +722,21 @@ START_TEST(blocking_store_reads_without_the_pool_behind_a_decorator) {
 }
 END_TEST
 
+/* A read_nowait that says it served a READ but never completed it: the
+ * core ends the READ in TEMPFAIL with the reason rather than wait forever. */
+START_TEST(read_nowait_that_does_not_complete_is_tempfail) {
+  open_chain("[" PASSWD_A "]", "{\"module\": \"careless_store\"}");
+  struct outcome o;
+  void *mailbox = open_mailbox("ana", &o);
+  char piece[8];
+  struct popkit_store_request f = {
+      .mailbox = mailbox, .index = 0, .buffer = piece, .buffer_size = sizeof piece};
+  ck_assert_int_eq(store(POPKIT_REQ_STORE_READ, &f, &o), POPKIT_TEMPFAIL);
+  ck_assert_str_eq(o.log_text, "read_nowait returned 1 without completing the request");
+  close_mailbox(mailbox);
+}
+END_TEST
+
 static void assert_refused_for_credential(const struct outcome *o) {
   ck_assert_int_eq(o->result, POPKIT_FAIL);
   ck_assert_uint_eq(o->kind, POPKIT_REQ_AUTH_GET_CREDENTIAL);
@@ -920,6 +936,7 @@ int main(void) {
   tc = check_tcase(suite, "reads without the pool", setup, teardown);
   tcase_add_test(tc, blocking_store_reads_without_the_pool);
   tcase_add_test(tc, blocking_store_reads_without_the_pool_behind_a_decorator);
+  tcase_add_test(tc, read_nowait_that_does_not_complete_is_tempfail);
 
   tc = check_tcase(suite, "cancel", setup, teardown);
   tcase_add_test(tc, cancel_while_blocking_next_works);
