@@ -80,6 +80,7 @@ CACHE_LOCK = os.environ.get("POPKIT_TEST_CACHE_LOCK") == "1"
 # server in cache mode must never write it, or the run tested the
 # fall-through, not the cache.
 REDIS_UNREACHABLE_LINE = "Redis at %s is unreachable"
+CACHE_MODE_REDIS_TIMEOUT_MS = 5000
 
 # popkit-deliver writes messages in pieces of this size; add_message too.
 PG_CHUNK_BYTES = 64 * 1024
@@ -585,10 +586,16 @@ class PopkitServer:
             auth = [{"module": "passwd-file", "path": self.users_path}]
             store = {"module": "maildir", "path": os.path.join(self.mail_root, "%u")}
         if self.cache == "redis":
-            auth = [redis_cache_entry(entry, self.redis.address, self.redis_prefix)
+            # The suites in cache mode test the sessions through the cache
+            # and fail if popkitd ever finds Redis away; the default 250 ms
+            # is too short for Redis on a loaded CI machine under ASan
+            # (test_redis_cache tests the timeout itself).
+            patient = {"timeout_ms": CACHE_MODE_REDIS_TIMEOUT_MS}
+            auth = [redis_cache_entry(entry, self.redis.address, self.redis_prefix, **patient)
                     for entry in auth]
             lock = {"lock": True} if self.cache_lock else {}
-            store = redis_cache_entry(store, self.redis.address, self.redis_prefix, **lock)
+            store = redis_cache_entry(store, self.redis.address, self.redis_prefix,
+                                      **patient, **lock)
         return {
             "hostname": "test.local",
             "workers": 2,
