@@ -748,6 +748,23 @@ class PopkitServer:
             json.dump(self.config, f, indent=2, ensure_ascii=False)
         return self.config_path
 
+    def check_config(self, **changes) -> tuple:
+        """popkitd --check-config on this server's config with these
+        top-level keys replaced (written to check.json beside it): (exit
+        code, stderr). A sanitizer report on stderr fails the test."""
+        path = os.path.join(self.dir, "check.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(dict(self.config, **changes), f)
+        result = subprocess.run([POPKITD, "-c", path, "--check-config", "--modules-dir",
+                                 self.modules_dir], capture_output=True, timeout=60,
+                                stdin=subprocess.DEVNULL)
+        stderr = result.stderr.decode("utf-8", "replace")
+        for marker in SANITIZER_MARKERS:
+            if marker in stderr:
+                raise AssertionError("popkitd --check-config's stderr holds %r:\n%s" %
+                                     (marker, stderr))
+        return result.returncode, stderr
+
     def command(self, *extra) -> list:
         return [POPKITD, "-c", self.config_path, "--modules-dir",
                 self.modules_dir] + list(extra)

@@ -24,8 +24,8 @@ import re
 import subprocess
 import time
 
-from popkit_harness import (MODULES_DIR, POPKIT_DELIVER, POPKITD, SANITIZER_MARKERS,
-                            PopkitTestCase, run_tests)
+from popkit_harness import (MODULES_DIR, POPKIT_DELIVER, SANITIZER_MARKERS, PopkitTestCase,
+                            run_tests)
 from slapd_server import SUFFIX, SlapdServer, ldif_entry
 from test_auth_policy import ScramClient, challenge_of, plain_response
 from test_postgres import AUTH_FAILED, AUTH_TEMP, as_bytes, poll
@@ -694,17 +694,7 @@ class Tls(LdapTestCase):
 
 class CheckConfig(LdapTestCase):
     def check(self, server, entry) -> tuple:
-        config = dict(server.config, auth=[entry])
-        path = os.path.join(server.dir, "check.json")
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(config, f)
-        result = subprocess.run([POPKITD, "-c", path, "--check-config", "--modules-dir",
-                                 MODULES_DIR], capture_output=True, timeout=60,
-                                stdin=subprocess.DEVNULL)
-        stderr = result.stderr.decode("utf-8", "replace")
-        for marker in SANITIZER_MARKERS:
-            self.assertNotIn(marker, stderr)
-        return result.returncode, stderr
+        return server.check_config(auth=[entry])
 
     def test_good_configs_pass(self):
         server = self.ldap_server(start=False)
