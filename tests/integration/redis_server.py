@@ -25,15 +25,14 @@ restarts and stops it, and prints what each step cost.
 import atexit
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from server_process import (ServerInDirectory, free_port, pid_working_in, run_watchdog,
-                            start_watchdog, timed_step, wait_gone)
+from server_process import (ServerInDirectory, free_port, kill_and_wait, pid_working_in,
+                            run_watchdog, start_watchdog, timed_step)
 
 REDIS_SERVER = "redis-server"
 START_TIMEOUT_S = 20
@@ -190,15 +189,6 @@ class RedisServer(ServerInDirectory):
         return self.command("GET", key)
 
 
-def _stop_server(directory: str):
-    """The watchdog's stop (run_watchdog): there is nothing to save, and
-    SIGKILL works on a stopped (paused) server too."""
-    pid = redis_pid(directory)
-    if pid is not None:
-        os.kill(pid, signal.SIGKILL)
-        wait_gone([pid], 10)
-
-
 def _self_check():
     """Every method once, with what it cost."""
     server = RedisServer()
@@ -237,6 +227,6 @@ def _self_check():
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--watchdog":
-        run_watchdog(sys.argv[2], _stop_server)
+        run_watchdog(sys.argv[2], lambda directory: kill_and_wait(redis_pid(directory)))
     else:
         _self_check()

@@ -82,6 +82,15 @@ def stop_watchdog(watchdog):
         watchdog.stdin.close()
 
 
+def kill_and_wait(pid) -> None:
+    """The watchdog's stop (run_watchdog) for a server with nothing to save:
+    SIGKILL, which works on a stopped (paused) server too, then wait until
+    it is gone. pid None: nothing runs."""
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+        wait_gone([pid], 10)
+
+
 def run_watchdog(directory: str, stop_server):
     """The watchdog's body: wait for EOF on stdin, then stop_server(directory)
     if the directory is still there, and remove it."""

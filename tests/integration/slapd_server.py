@@ -40,15 +40,14 @@ import atexit
 import base64
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from server_process import (ServerInDirectory, free_port, pid_working_in, run_watchdog,
-                            start_watchdog, timed_step, wait_gone)
+from server_process import (ServerInDirectory, free_port, kill_and_wait, pid_working_in,
+                            run_watchdog, start_watchdog, timed_step)
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
@@ -459,15 +458,6 @@ class SlapdServer(ServerInDirectory):
         return result.stdout.decode("utf-8").strip()
 
 
-def _stop_server(directory: str):
-    """The watchdog's stop (run_watchdog): there is nothing to save, and
-    SIGKILL works on a stopped (paused) server too."""
-    pid = slapd_pid(directory)
-    if pid is not None:
-        os.kill(pid, signal.SIGKILL)
-        wait_gone([pid], 10)
-
-
 def _self_check():
     """Every method once, with what it cost."""
     server = SlapdServer()
@@ -527,6 +517,6 @@ def _self_check():
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--watchdog":
-        run_watchdog(sys.argv[2], _stop_server)
+        run_watchdog(sys.argv[2], lambda directory: kill_and_wait(slapd_pid(directory)))
     else:
         _self_check()
